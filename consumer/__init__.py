@@ -1,0 +1,1 @@
+"""Lead attribution consumer: decode -> validate -> attribute -> state -> publish -> commit."""

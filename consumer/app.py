@@ -1,0 +1,107 @@
+"""Wiring: build the consumer, producer, store and pipeline from the configuration."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from consumer.attribute import Windows
+from consumer.avro import Codec, SchemaRegistry
+from consumer.commit import AtLeastOnceCommitter, Committer, TransactionalCommitter
+from consumer.config import Config, Guarantee
+from consumer.expiry import ExpirySweeper
+from consumer.health import Health, serve
+from consumer.pipeline import BatchProcessor
+from consumer.publish import OutputCodecs
+from consumer.runner import Runner
+from consumer.state.store import RedisStore
+
+log = logging.getLogger(__name__)
+STATS_INTERVAL_MS = 5000
+
+
+def _librdkafka_logger(name: str) -> logging.Logger:
+    return logging.getLogger(f"librdkafka.{name}")
+
+
+def consumer_config(config: Config, runner_callbacks: dict[str, Any]) -> dict[str, Any]:
+    s = config.settings
+    return {
+        "bootstrap.servers": s.kafka_bootstrap_servers,
+        "group.id": s.consumer_group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Inputs produced in transactions must be read only once committed.
+        "isolation.level": "read_committed",
+        "statistics.interval.ms": STATS_INTERVAL_MS,
+        "logger": _librdkafka_logger("consumer"),
+        **config.kafka_extra,
+        **runner_callbacks,
+    }
+
+
+def producer_config(config: Config, transactional: bool) -> dict[str, Any]:
+    s = config.settings
+    settings: dict[str, Any] = {
+        "bootstrap.servers": s.kafka_bootstrap_servers,
+        "enable.idempotence": True,  # broker-side dedupe of retried sends, in both modes
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "logger": _librdkafka_logger("producer"),
+        **config.kafka_extra,
+    }
+    if transactional:
+        settings["transactional.id"] = s.transaction_id
+    return settings
+
+
+def build_runner(config: Config) -> Runner:
+    s = config.settings
+    registry = SchemaRegistry(s.schema_registry_url) if s.schema_registry_url else None
+    windows = Windows(
+        pending_ttl_ms=int(s.pending_ttl_seconds * 1000),
+        orphan_grace_ms=int(s.orphan_grace_seconds * 1000),
+        dedupe_ttl_ms=int(s.dedupe_ttl_seconds * 1000),
+    )
+    # The journal must outlive any replay of an uncommitted batch; deleted after commit anyway.
+    store = RedisStore.from_url(
+        s.redis_url, s.redis_prefix, journal_ttl_ms=max(windows.pending_ttl_ms, 86_400_000)
+    )
+    codecs = OutputCodecs(s, registry)
+    processor = BatchProcessor(store, windows, Codec("lead_event", registry), codecs)
+    sweeper = ExpirySweeper(store, lease_ms=int(s.expiry_lease_seconds * 1000))
+    transactional = s.processing_guarantee is Guarantee.EXACTLY_ONCE
+    committer: Committer = (
+        TransactionalCommitter(lambda: Producer(producer_config(config, True)))
+        if transactional
+        else AtLeastOnceCommitter(lambda: Producer(producer_config(config, False)))
+    )
+    health = Health()
+    return Runner(
+        make_consumer=lambda callbacks: Consumer(consumer_config(config, callbacks)),
+        committer=committer,
+        store=store,
+        processor=processor,
+        sweeper=sweeper,
+        codecs=codecs,
+        health=health,
+        input_topic=s.input_topic,
+        batch_size=s.batch_size,
+        batch_wait_s=s.batch_wait_ms / 1000,
+        sweep_interval_s=s.expiry_interval_seconds,
+        shutdown_timeout_s=s.shutdown_timeout_seconds,
+    )
+
+
+def run(config: Config) -> int:
+    runner = build_runner(config)
+    server = serve(runner.health, config.settings.metrics_port, config.settings.metrics_host)
+    runner.install_signal_handlers()
+    try:
+        return runner.run()
+    finally:
+        server.shutdown()

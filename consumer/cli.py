@@ -1,0 +1,60 @@
+"""The `leadattr` command: `run` the consumer, `send` lead events."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from consumer import logs
+from consumer.config import Config, SettingsError
+from consumer.send import PayloadError, parse_lines, send
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="leadattr", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="consume leads.raw and publish attributed leads (SIGTERM stops cleanly)")
+    sender = commands.add_parser("send", help="publish lead events given as JSON, as Avro keyed by cid")
+    sender.add_argument("payload", nargs="?", help="one JSON event; omit to read one per line")
+    sender.add_argument("--file", "-f", type=Path, help="file with one JSON event per line ('-' for stdin)")
+    sender.add_argument("--topic", help="target topic (default: LEADS_INPUT_TOPIC)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = Config.load()
+    except SettingsError as error:
+        print(f"leadattr: {error}", file=sys.stderr)
+        return 2
+    logs.configure(config.settings.log_level)
+    if args.command == "run":
+        from consumer.app import run  # noqa: PLC0415 - keeps `send` free of the consumer's wiring
+
+        return run(config)
+    return _send(config, args)
+
+
+def _send(config: Config, args: argparse.Namespace) -> int:
+    if args.payload is not None:
+        lines = [args.payload]
+    elif args.file is not None and str(args.file) != "-":
+        lines = args.file.read_text().splitlines()
+    else:
+        lines = sys.stdin.read().splitlines()
+    try:
+        records = [record for _, record in parse_lines(lines)]
+    except PayloadError as error:
+        print(f"leadattr send: refused, nothing sent: {error}", file=sys.stderr)
+        return 2
+    count = send(config, records, args.topic)
+    logging.getLogger("leadattr.send").info("sent", extra=logs.fields(events=count))
+    print(f"sent {count} events", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

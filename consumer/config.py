@@ -1,0 +1,154 @@
+"""All configuration, from LEADS_* environment variables (or a .env file), checked at start-up.
+
+A bad value stops the process with one line naming the variable (``SettingsError``), because a
+consumer that starts with a typo'd TTL silently mis-attributes leads for days.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from dotenv import dotenv_values
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_PASSTHROUGH_PREFIX = "LEADS_KAFKA_"
+# Variables with the passthrough prefix that are settings of ours, not librdkafka properties.
+_OWN_KAFKA_SETTINGS = {"LEADS_KAFKA_BOOTSTRAP_SERVERS"}
+# librdkafka properties the consumer manages itself: letting a user override them would break
+# the delivery guarantee (arroyo refuses auto commit for the same reason).
+_MANAGED_KAFKA_PROPERTIES = {
+    "enable.auto.commit": "offsets are committed only after the outputs are delivered",
+    "enable.auto.offset.store": "offsets are stored only after the outputs are delivered",
+    "isolation.level": "the input is read with read_committed",
+    "transactional.id": "set LEADS_TRANSACTIONAL_ID instead",
+    "enable.idempotence": "the producer is always idempotent",
+    "group.id": "set LEADS_CONSUMER_GROUP instead",
+}
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message is one line that names the variable."""
+
+
+class Guarantee(StrEnum):
+    EXACTLY_ONCE = "exactly_once"
+    AT_LEAST_ONCE = "at_least_once"
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADS_", env_file=".env", extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    redis_url: str = "redis://localhost:6379/0"
+    input_topic: str = "leads.raw"
+    attributed_topic: str = "leads.attributed"
+    unlinked_topic: str = "leads.unlinked"
+    dead_letter_topic: str = "leads.dead-letter"
+    consumer_group: str = "lead-attribution"
+    pending_ttl_seconds: PositiveSeconds = 604800
+    orphan_grace_seconds: PositiveSeconds = 300
+    dedupe_ttl_seconds: PositiveSeconds = 604800
+    processing_guarantee: Guarantee = Guarantee.EXACTLY_ONCE
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    # Loopback by default so a laptop run exposes nothing; deployments set 0.0.0.0 for scraping.
+    metrics_host: str = "127.0.0.1"
+    schema_registry_url: str | None = None
+
+    # Not in the contract's list; documented in the README.
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    batch_wait_ms: int = Field(default=100, ge=0, le=60_000)
+    expiry_interval_seconds: PositiveSeconds = 1.0
+    expiry_lease_seconds: PositiveSeconds = 30.0
+    redis_prefix: str = Field(default="leadattr", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    transactional_id: str | None = None
+    log_level: str = "INFO"
+    shutdown_timeout_seconds: PositiveSeconds = 25.0
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value or None
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _has_servers(cls, value: str) -> str:
+        if not value.strip() or any(":" not in part for part in value.split(",")):
+            raise ValueError("must be host:port[,host:port...]")
+        return value
+
+    @property
+    def transaction_id(self) -> str:
+        """Stable per process; a restarted pod with the same id fences its own zombie."""
+        return self.transactional_id or f"{self.consumer_group}-{socket.gethostname()}-{os.getpid()}"
+
+
+def kafka_passthrough(environ: dict[str, str]) -> dict[str, str]:
+    """LEADS_KAFKA_SECURITY_PROTOCOL=SSL -> {"security.protocol": "SSL"}, refusing managed ones."""
+    properties: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith(KAFKA_PASSTHROUGH_PREFIX) or name in _OWN_KAFKA_SETTINGS:
+            continue
+        prop = name[len(KAFKA_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")
+        if not prop:
+            raise SettingsError(f"invalid setting {name}: names no librdkafka property")
+        if prop in _MANAGED_KAFKA_PROPERTIES:
+            raise SettingsError(f"invalid setting {name}: {_MANAGED_KAFKA_PROPERTIES[prop]}")
+        properties[prop] = value
+    return properties
+
+
+def _environment(env_file: Path | None) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ)  # the real environment wins over the file, as with pydantic-settings
+    return merged
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    value: Any = first.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+    return f"invalid setting LEADS_{field.upper()}: {first['msg']}{shown}"
+
+
+class Config:
+    """Settings plus the librdkafka passthrough, loaded together so both are checked at once."""
+
+    def __init__(self, settings: Settings, kafka_extra: dict[str, str]) -> None:
+        self.settings = settings
+        self.kafka_extra = kafka_extra
+
+    @classmethod
+    def load(cls, env_file: Path | None = Path(".env"), **overrides: Any) -> Config:
+        try:
+            settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        except ValidationError as error:
+            raise SettingsError(_one_line(error)) from None
+        return cls(settings, kafka_passthrough(_environment(env_file)))

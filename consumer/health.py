@@ -1,0 +1,81 @@
+"""HTTP endpoints for Prometheus and Kubernetes: /metrics, /healthz (liveness), /readyz (readiness)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer.metrics import KAFKA_UP, READY, REDIS_UP, REGISTRY
+
+# The run loop beats at least once per batch wait; a loop silent this long is stuck (liveness fails).
+LIVENESS_TIMEOUT_S = 60.0
+
+
+class Health:
+    """What the run loop reports and the endpoints read. Updated from one thread, read from another."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.stopping = False
+        self.redis_ok = True
+        self.kafka_ok = True
+        self.subscribed = False
+        self.last_beat = time.monotonic()
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_beat < LIVENESS_TIMEOUT_S
+
+    def not_ready_reason(self) -> str | None:
+        reasons = []
+        if not self.started or not self.subscribed:
+            reasons.append("not subscribed to the input topic yet")
+        if self.stopping:
+            reasons.append("shutting down")
+        if not self.redis_ok:
+            reasons.append("redis unreachable")
+        if not self.kafka_ok:
+            reasons.append("kafka broker unreachable")
+        READY.set(0 if reasons else 1)
+        REDIS_UP.set(1 if self.redis_ok else 0)
+        KAFKA_UP.set(1 if self.kafka_ok else 0)
+        return "; ".join(reasons) or None
+
+
+def serve(health: Health, port: int, host: str) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                health.not_ready_reason()  # refresh the readiness gauges before each scrape
+                self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok = health.alive()
+                self._reply(200 if ok else 503, b"ok\n" if ok else b"run loop stalled\n")
+            elif path == "/readyz":
+                reason = health.not_ready_reason()
+                self._reply(
+                    503 if reason else 200, f"not ready: {reason}\n".encode() if reason else b"ready\n"
+                )
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # scrapes every few seconds would drown the real log lines
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
+    return server

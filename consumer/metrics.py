@@ -1,0 +1,98 @@
+"""Every Prometheus metric of the service, defined once (contract section 7).
+
+Label values are bounded enums only: never a customer id, email or name. Every known label value
+is created at import so panels show 0 instead of "no data" on a fresh instance.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, RebalanceEvent, UnlinkedReason
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Input records read from the input topic (valid or not).
+EVENTS_CONSUMED = Counter("leads_events_consumed", "Input records consumed.", registry=REGISTRY)
+# Attributed leads published, by direct or deferred attribution.
+ATTRIBUTED = Counter("leads_attributed", "Attributed leads published.", ["mode"], registry=REGISTRY)
+# Unlinked records published by the expiry sweeper, by reason.
+UNLINKED = Counter("leads_unlinked", "Unlinked leads published.", ["reason"], registry=REGISTRY)
+# Input records sent to the dead-letter topic, by reason.
+DEAD_LETTER = Counter("leads_dead_letter", "Records dead-lettered.", ["reason"], registry=REGISTRY)
+# Events recognised as repeats: counted, nothing published.
+DUPLICATES = Counter("leads_duplicates", "Duplicate events ignored.", ["kind"], registry=REGISTRY)
+# Deferred leads waiting for verification; read from Redis, so every instance reports the same total.
+PENDING = Gauge("leads_pending", "Deferred leads waiting for verification (cluster-wide).", registry=REGISTRY)
+# Early Event 2s held for the grace period, from Redis.
+HELD = Gauge("leads_held_verifications", "Verification events waiting for Event 1.", registry=REGISTRY)
+VERIFICATION_DELAY = Histogram(
+    "leads_verification_delay_seconds",
+    "Processing time from Event 1 to its verification event.",
+    buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400),
+    registry=REGISTRY,
+)
+PROCESSING_LATENCY = Histogram(
+    "leads_processing_latency_seconds",
+    "From the input record's Kafka timestamp to its outputs being committed.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "leads_consumer_lag", "Records behind the high watermark.", ["partition"], registry=REGISTRY
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "leads_consumer_lag_seconds", "Age of the last processed record while behind, else 0.", registry=REGISTRY
+)
+BATCH_DURATION = Histogram(
+    "leads_batch_duration_seconds",
+    "One batch: decode, Redis, publish and commit.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "leads_batch_size",
+    "Records per batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+    registry=REGISTRY,
+)
+COMMITS = Counter("leads_commits", "Successful commits (transactions or offset commits).", registry=REGISTRY)
+COMMIT_FAILURES = Counter(
+    "leads_commit_failures", "Failed commits; the batch is replayed.", registry=REGISTRY
+)
+TRANSACTION_ABORTS = Counter("leads_transaction_aborts", "Aborted Kafka transactions.", registry=REGISTRY)
+REBALANCES = Counter("leads_rebalances", "Partition assignment changes.", ["event"], registry=REGISTRY)
+REDIS_ERRORS = Counter("leads_redis_errors", "Failed Redis round trips.", registry=REGISTRY)
+REDIS_RETRIES = Counter(
+    "leads_redis_retries", "Redis round trips retried after a failure.", registry=REGISTRY
+)
+KAFKA_ERRORS = Counter("leads_kafka_errors", "Producer, consumer and transaction errors.", registry=REGISTRY)
+REDIS_UP = Gauge("leads_redis_up", "1 when the last Redis round trip succeeded.", registry=REGISTRY)
+KAFKA_UP = Gauge("leads_kafka_up", "1 when the broker is reachable.", registry=REGISTRY)
+READY = Gauge("leads_ready", "1 when /readyz answers ready.", registry=REGISTRY)
+ASSIGNED_PARTITIONS = Gauge("leads_assigned_partitions", "Input partitions owned.", registry=REGISTRY)
+LAST_PROCESSED = Gauge(
+    "leads_last_processed_timestamp_seconds", "Unix time of the last processed record.", registry=REGISTRY
+)
+SWEEP_DURATION = Histogram(
+    "leads_expiry_sweep_duration_seconds",
+    "One sweep of due deadlines.",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+    registry=REGISTRY,
+)
+
+
+def _initialise() -> None:
+    for mode in Mode:
+        ATTRIBUTED.labels(mode=mode.value)
+    for unlinked in UnlinkedReason:
+        UNLINKED.labels(reason=unlinked.value)
+    for dead in DeadLetterReason:
+        DEAD_LETTER.labels(reason=dead.value)
+    for kind in DuplicateKind:
+        DUPLICATES.labels(kind=kind.value)
+    for event in RebalanceEvent:
+        REBALANCES.labels(event=event.value)
+
+
+_initialise()

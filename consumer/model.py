@@ -1,0 +1,103 @@
+"""Typed records that flow through the pipeline. Field names follow the Avro schemas."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
+
+# Fixed namespace for leadId: changing it would re-key every lead downstream.
+LEAD_ID_NAMESPACE = uuid.UUID("6f1c1d2e-8a39-4a53-9f0e-6b3c9a4f2d10")
+
+
+def lead_id(cid: str, click_id: str | None, event_name: str, reason: str = "") -> str:
+    """Deterministic id: the same lead always gets the same id, so readers can upsert.
+
+    The unit separator cannot appear ambiguously between parts: ("a", "b\\x1fc") and
+    ("a\\x1fb", "c") differ in where the separators are only if we also bound the parts,
+    so each part is length-prefixed.
+    """
+    parts = [cid, click_id or "", event_name, reason]
+    return str(uuid.uuid5(LEAD_ID_NAMESPACE, "".join(f"{len(p)}:{p}" for p in parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class LeadEvent:
+    """A validated input event (contract section 2), with clickId "" already folded to None."""
+
+    customer_external_id: str
+    event_name: str
+    click_id: str | None = None
+    deferred: bool = False
+    timestamp_ms: int | None = None
+    customer_name: str | None = None
+    customer_email: str | None = None
+    customer_avatar: str | None = None
+    metadata: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttributedLead:
+    lead_id: str
+    customer_external_id: str
+    click_id: str
+    event_name: str
+    mode: Mode
+    verification_event_name: str | None
+    customer_name: str | None
+    customer_email: str | None
+    customer_avatar: str | None
+    metadata: Mapping[str, str] | None
+    event_timestamp_ms: int | None
+    verified_timestamp_ms: int | None
+    attributed_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnlinkedLead:
+    lead_id: str
+    customer_external_id: str
+    reason: UnlinkedReason
+    event_name: str
+    click_id: str | None
+    customer_name: str | None
+    customer_email: str | None
+    customer_avatar: str | None
+    metadata: Mapping[str, str] | None
+    event_timestamp_ms: int | None
+    detected_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the rules decided for one input event. At most one of the first three is set;
+    none set means the event only changed state (a pending lead stored, an Event 2 held)."""
+
+    attributed: AttributedLead | None = None
+    dead_letter: DeadLetterReason | None = None
+    duplicate: DuplicateKind | None = None
+    detail: str = ""
+    verification_delay_ms: int | None = None
+    decided_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """An input record that failed decoding or validation."""
+
+    reason: DeadLetterReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """The coordinates and bytes of one consumed record, kept for dead letters and commits."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None = None

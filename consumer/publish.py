@@ -1,0 +1,91 @@
+"""Output records: the Avro payloads for the three output topics (contract section 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from consumer.avro import Codec, SchemaRegistry
+from consumer.config import Settings
+from consumer.model import AttributedLead, SourceRecord, UnlinkedLead
+from consumer.reasons import DeadLetterReason
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+    source_timestamp_ms: int | None = None  # input record timestamp, for the latency histogram
+
+
+class OutputCodecs:
+    """Encoders for the output topics, in the configured wire format."""
+
+    def __init__(self, settings: Settings, registry: SchemaRegistry | None = None) -> None:
+        self.settings = settings
+
+        def codec(name: str, topic: str) -> Codec:
+            return Codec(name, registry, f"{topic}-value" if registry else None)
+
+        self.attributed = codec("attributed_lead", settings.attributed_topic)
+        self.unlinked = codec("unlinked_lead", settings.unlinked_topic)
+        self.dead_letter = codec("dead_letter", settings.dead_letter_topic)
+
+    def attributed_output(self, lead: AttributedLead, source_timestamp_ms: int | None) -> Output:
+        record: dict[str, Any] = {
+            "leadId": lead.lead_id,
+            "customerExternalId": lead.customer_external_id,
+            "clickId": lead.click_id,
+            "eventName": lead.event_name,
+            "mode": lead.mode.value,
+            "verificationEventName": lead.verification_event_name,
+            "customerName": lead.customer_name,
+            "customerEmail": lead.customer_email,
+            "customerAvatar": lead.customer_avatar,
+            "metadata": dict(lead.metadata) if lead.metadata is not None else None,
+            "eventTimestamp": lead.event_timestamp_ms,
+            "verifiedTimestamp": lead.verified_timestamp_ms,
+            "attributedAt": lead.attributed_at_ms,
+        }
+        return Output(
+            self.settings.attributed_topic,
+            lead.customer_external_id.encode(),
+            self.attributed.encode(record),
+            source_timestamp_ms,
+        )
+
+    def unlinked_output(self, lead: UnlinkedLead) -> Output:
+        record: dict[str, Any] = {
+            "leadId": lead.lead_id,
+            "customerExternalId": lead.customer_external_id,
+            "reason": lead.reason.value,
+            "eventName": lead.event_name,
+            "clickId": lead.click_id,
+            "customerName": lead.customer_name,
+            "customerEmail": lead.customer_email,
+            "customerAvatar": lead.customer_avatar,
+            "metadata": dict(lead.metadata) if lead.metadata is not None else None,
+            "eventTimestamp": lead.event_timestamp_ms,
+            "detectedAt": lead.detected_at_ms,
+        }
+        return Output(
+            self.settings.unlinked_topic, lead.customer_external_id.encode(), self.unlinked.encode(record)
+        )
+
+    def dead_letter_output(
+        self, source: SourceRecord, reason: DeadLetterReason, detail: str, failed_at_ms: int
+    ) -> Output:
+        record: dict[str, Any] = {
+            "reason": reason.value,
+            "detail": detail,
+            "sourceTopic": source.topic,
+            "sourcePartition": source.partition,
+            "sourceOffset": source.offset,
+            "key": source.key,
+            "value": source.value,
+            "failedAt": failed_at_ms,
+        }
+        return Output(
+            self.settings.dead_letter_topic, source.key, self.dead_letter.encode(record), source.timestamp_ms
+        )

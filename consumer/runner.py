@@ -1,0 +1,342 @@
+"""The run loop: consume a batch, process it, commit it, sweep deadlines; survive faults.
+
+Processing is synchronous: a batch is fully committed (or aborted and rewound) before the next
+consume() call. Rebalance callbacks only run inside consume(), so when partitions are revoked
+there is never a batch in hand, and nothing to finish or abort: what was committed is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from consumer import metrics
+from consumer.commit import CommitFailed, Committer
+from consumer.expiry import ExpirySweeper
+from consumer.health import Health
+from consumer.logs import fields
+from consumer.model import Decision, Invalid, SourceRecord
+from consumer.pipeline import BatchProcessor, BatchResult, ConflictError
+from consumer.publish import OutputCodecs
+from consumer.reasons import RebalanceEvent
+from consumer.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 5.0
+COUNTS_INTERVAL_S = 5.0
+# librdkafka error codes that mean "the broker is unreachable", as opposed to a bad record.
+_BROKER_DOWN = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT}
+
+
+class Runner:
+    def __init__(
+        self,
+        make_consumer: Callable[[dict[str, Any]], Consumer],
+        committer: Committer,
+        store: StateStore,
+        processor: BatchProcessor,
+        sweeper: ExpirySweeper,
+        codecs: OutputCodecs,
+        health: Health,
+        input_topic: str,
+        batch_size: int,
+        batch_wait_s: float,
+        sweep_interval_s: float,
+        shutdown_timeout_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.consumer = make_consumer({"error_cb": self.on_error, "stats_cb": self.on_stats})
+        self.committer = committer
+        self.store = store
+        self.processor = processor
+        self.sweeper = sweeper
+        self.codecs = codecs
+        self.health = health
+        self.input_topic = input_topic
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.sweep_interval_s = sweep_interval_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.clock = clock
+        self.stop_requested = 0.0  # monotonic time of the first SIGTERM, 0 while running
+        self._next_sweep = 0.0
+        self._next_counts = 0.0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        if not self.stop_requested:
+            log.info("stop requested: finishing the batch in hand")
+            self.stop_requested = time.monotonic()
+            self.health.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _stop_overdue(self) -> bool:
+        return bool(self.stop_requested) and time.monotonic() - self.stop_requested > self.shutdown_timeout_s
+
+    def run(self) -> int:
+        self.consumer.subscribe(
+            [self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self.health.started = self.health.subscribed = True
+        log.info("consumer started", extra=fields(topic=self.input_topic, batch_size=self.batch_size))
+        try:
+            while not self.stop_requested:
+                self.health.beat()
+                messages = self.consumer.consume(self.batch_size, self.batch_wait_s)
+                sources = self._sources(messages)
+                if sources:
+                    self._handle_batch(sources)
+                else:
+                    metrics.CONSUMER_LAG_SECONDS.set(0)
+                self._housekeeping()
+        finally:
+            self._close()
+        log.info("consumer stopped cleanly")
+        return 0
+
+    def _close(self) -> None:
+        try:
+            self.consumer.close()  # leaves the group: partitions move at once, not after session timeout
+        except Exception:
+            log.warning("consumer close failed", exc_info=True)
+        self.committer.close()
+        flush = getattr(self.store, "flush_queued", None)
+        if flush is not None:
+            try:
+                flush()
+            except redis.RedisError:
+                log.warning("could not forget committed journal entries; they expire with their TTL")
+
+    # --- rebalances ------------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(event=RebalanceEvent.ASSIGNED.value).inc()
+        metrics.ASSIGNED_PARTITIONS.set(len(partitions))
+        log.info("partitions assigned", extra=fields(partitions=sorted(p.partition for p in partitions)))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Nothing in hand (see module docstring): every consumed batch is already committed.
+        metrics.REBALANCES.labels(event=RebalanceEvent.REVOKED.value).inc()
+        metrics.ASSIGNED_PARTITIONS.set(0)
+        for tp in partitions:
+            metrics.CONSUMER_LAG.remove(str(tp.partition)) if _has_label(tp.partition) else None
+        log.info("partitions revoked", extra=fields(partitions=sorted(p.partition for p in partitions)))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost (session expired): another member may own them already, so never commit for them.
+        metrics.REBALANCES.labels(event=RebalanceEvent.LOST.value).inc()
+        metrics.ASSIGNED_PARTITIONS.set(0)
+        log.warning("partitions lost", extra=fields(partitions=sorted(p.partition for p in partitions)))
+
+    # --- one batch -------------------------------------------------------------------------
+
+    def _sources(self, messages: list[Message]) -> list[SourceRecord]:
+        sources = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._kafka_error(error)
+                continue
+            timestamp_type, timestamp = message.timestamp()
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert (
+                topic is not None and partition is not None and offset is not None
+            )  # set on every non-error message
+            sources.append(
+                SourceRecord(
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    key=message.key(),
+                    value=message.value() or b"",
+                    timestamp_ms=timestamp if timestamp_type else None,
+                )
+            )
+        if sources:
+            self._set_kafka(True)
+        return sources
+
+    def _handle_batch(self, sources: list[SourceRecord]) -> None:
+        started = time.monotonic()
+        result = self._process_with_retry(sources)
+        if result is None:
+            self._rewind(sources)  # stopping during an outage: abandon the batch, nothing was published
+            return
+        try:
+            self.committer.commit_batch(result.outputs, result.offsets, self.consumer)
+        except CommitFailed as failure:
+            log.warning(
+                "batch not committed, replaying it", extra=fields(error=str(failure), fatal=failure.fatal)
+            )
+            self._rewind(sources)
+            return
+        self.store.forget_journal(result.journal)
+        self._record(sources, result, started)
+
+    def _process_with_retry(self, sources: list[SourceRecord]) -> BatchResult | None:
+        backoff = BACKOFF_START_S
+        while True:
+            try:
+                result = self.processor.process(sources)
+                self._set_redis(True)
+                return result
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError) as error:
+                metrics.REDIS_ERRORS.inc()
+                self._set_redis(False, error)
+            except (redis.ResponseError, ConflictError) as error:
+                # e.g. MISCONF/OOM from Redis: retrying is right, skipping input never is.
+                metrics.REDIS_ERRORS.inc()
+                self._set_redis(False, error)
+            if self._stop_overdue() or (self.stop_requested and backoff >= BACKOFF_MAX_S):
+                return None
+            metrics.REDIS_RETRIES.inc()
+            self.health.beat()
+            time.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _rewind(self, sources: list[SourceRecord]) -> None:
+        """Seek back to the batch's first offsets, so the batch is consumed and processed again."""
+        first: dict[tuple[str, int], int] = {}
+        for source in sources:
+            first.setdefault((source.topic, source.partition), source.offset)
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except Exception:
+                log.info(
+                    "rewind skipped for a partition no longer assigned", extra=fields(partition=partition)
+                )
+
+    def _record(self, sources: list[SourceRecord], result: BatchResult, started: float) -> None:
+        now = self.clock()
+        metrics.EVENTS_CONSUMED.inc(len(sources))
+        metrics.BATCH_SIZE.observe(len(sources))
+        for decision in result.decisions:
+            _count(decision)
+        for output in result.outputs:
+            if output.source_timestamp_ms is not None:
+                metrics.PROCESSING_LATENCY.observe(max(0.0, now - output.source_timestamp_ms / 1000))
+        metrics.LAST_PROCESSED.set(now)
+        oldest = min((s.timestamp_ms for s in sources if s.timestamp_ms is not None), default=None)
+        metrics.CONSUMER_LAG_SECONDS.set(max(0.0, now - oldest / 1000) if oldest is not None else 0)
+        metrics.BATCH_DURATION.observe(time.monotonic() - started)
+
+    # --- timers and gauges -----------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            more = self._sweep()
+            self._next_sweep = now + (0 if more else self.sweep_interval_s)
+        if now >= self._next_counts:
+            self._next_counts = now + COUNTS_INTERVAL_S
+            try:
+                pending, held = self.store.counts()
+                metrics.PENDING.set(pending)
+                metrics.HELD.set(held)
+            except redis.RedisError as error:
+                metrics.REDIS_ERRORS.inc()
+                self._set_redis(False, error)
+
+    def _sweep(self) -> bool:
+        started = time.monotonic()
+        try:
+            claimed = self.sweeper.claim_due()
+            if claimed.leads:
+                outputs = [self.codecs.unlinked_output(lead) for lead in claimed.leads]
+                self.committer.publish(outputs)
+                self.sweeper.release(claimed)
+                for lead in claimed.leads:
+                    metrics.UNLINKED.labels(reason=lead.reason.value).inc()
+                log.info("expired leads reported", extra=fields(count=len(claimed.leads)))
+            self._set_redis(True)
+            return claimed.more
+        except redis.RedisError as error:
+            metrics.REDIS_ERRORS.inc()
+            self._set_redis(False, error)
+        except CommitFailed as failure:
+            log.warning(
+                "unlinked records not published; the lease will lapse and retry",
+                extra=fields(error=str(failure)),
+            )
+        finally:
+            metrics.SWEEP_DURATION.observe(time.monotonic() - started)
+        return False
+
+    # --- state changes, logged once each -----------------------------------------------------
+
+    def _set_redis(self, ok: bool, error: Exception | None = None) -> None:
+        if ok != self.health.redis_ok:
+            if ok:
+                log.info("redis reachable again")
+            else:
+                log.error("redis unavailable, pausing and retrying", extra=fields(error=type(error).__name__))
+        self.health.redis_ok = ok
+        metrics.REDIS_UP.set(1 if ok else 0)
+
+    def _set_kafka(self, ok: bool, detail: str = "") -> None:
+        if ok != self.health.kafka_ok:
+            if ok:
+                log.info("kafka broker reachable again")
+            else:
+                log.error("kafka broker unreachable", extra=fields(error=detail))
+        self.health.kafka_ok = ok
+        metrics.KAFKA_UP.set(1 if ok else 0)
+
+    def _kafka_error(self, error: KafkaError) -> None:
+        metrics.KAFKA_ERRORS.inc()
+        if error.code() in _BROKER_DOWN:
+            self._set_kafka(False, error.name())
+        else:
+            log.warning("kafka error", extra=fields(error=error.name(), detail=error.str()))
+
+    # Called by librdkafka from consume(): errors and statistics.
+    def on_error(self, error: KafkaError) -> None:
+        self._kafka_error(error)
+
+    def on_stats(self, stats_json: str) -> None:
+        stats = json.loads(stats_json)
+        for partition, values in (
+            stats.get("topics", {}).get(self.input_topic, {}).get("partitions", {}).items()
+        ):
+            lag = values.get("consumer_lag", -1)
+            if partition != "-1" and lag >= 0 and values.get("fetch_state") == "active":
+                metrics.CONSUMER_LAG.labels(partition=partition).set(lag)
+        brokers = stats.get("brokers", {}).values()
+        if any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0):
+            self._set_kafka(True)
+
+
+def _has_label(partition: int) -> bool:
+    return any(
+        sample.labels.get("partition") == str(partition)
+        for family in metrics.CONSUMER_LAG.collect()
+        for sample in family.samples
+    )
+
+
+def _count(decision: Decision | Invalid) -> None:
+    if isinstance(decision, Invalid):
+        metrics.DEAD_LETTER.labels(reason=decision.reason.value).inc()
+        return
+    if decision.dead_letter is not None:
+        metrics.DEAD_LETTER.labels(reason=decision.dead_letter.value).inc()
+    elif decision.duplicate is not None:
+        metrics.DUPLICATES.labels(kind=decision.duplicate.value).inc()
+    elif decision.attributed is not None:
+        metrics.ATTRIBUTED.labels(mode=decision.attributed.mode.value).inc()
+        if decision.verification_delay_ms is not None:
+            metrics.VERIFICATION_DELAY.observe(decision.verification_delay_ms / 1000)

@@ -1,0 +1,96 @@
+"""The state of one customer (cid), as the attribution rules see it. Pure data, no I/O.
+
+Items past their deadline are kept until the expiry sweeper has reported them (contract rules 4
+and 5); the rules ignore them, so an expired lead can never be joined late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+# How long an expired-but-unreported item outlives its deadline in Redis. It bounds memory and is
+# the longest consumer outage after which an expiry can still be reported.
+REPORT_MARGIN_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLead:
+    """A deferred Event 1 waiting for its verification (rule 2)."""
+
+    click_id: str
+    event_name: str
+    customer_name: str | None
+    customer_email: str | None
+    customer_avatar: str | None
+    metadata: Mapping[str, str] | None
+    event_timestamp_ms: int | None
+    created_ms: int
+    deadline_ms: int
+    lease_until_ms: int = 0  # >0 while an expiry sweeper has claimed it for reporting
+
+    @property
+    def due_ms(self) -> int:
+        return max(self.deadline_ms, self.lease_until_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldVerification:
+    """An Event 2 that arrived before (or without) its Event 1, held for the grace period (rule 4)."""
+
+    event_name: str
+    customer_name: str | None
+    customer_email: str | None
+    customer_avatar: str | None
+    metadata: Mapping[str, str] | None
+    verified_timestamp_ms: int | None
+    created_ms: int
+    deadline_ms: int
+    lease_until_ms: int = 0
+
+    @property
+    def due_ms(self) -> int:
+        return max(self.deadline_ms, self.lease_until_ms)
+
+
+Item = PendingLead | HeldVerification
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    pending: tuple[PendingLead, ...] = ()
+    held: tuple[HeldVerification, ...] = ()
+    done: Mapping[str, int] = field(default_factory=dict)  # eventName -> dedupe expiry (ms)
+    verified_until_ms: int = 0  # Event 2s before this instant are duplicates (rule 3)
+
+    def active_pending(self, now_ms: int) -> PendingLead | None:
+        return next((p for p in self.pending if p.deadline_ms > now_ms), None)
+
+    def active_held(self, now_ms: int) -> HeldVerification | None:
+        return next((h for h in self.held if h.deadline_ms > now_ms), None)
+
+    def is_done(self, event_name: str, now_ms: int) -> bool:
+        return self.done.get(event_name, 0) > now_ms
+
+    def items(self) -> tuple[Item, ...]:
+        return (*self.pending, *self.held)
+
+    def pruned(self, now_ms: int) -> CustomerState:
+        """Forget dedupe marks whose window has passed, so state never grows without bound."""
+        done = {name: until for name, until in self.done.items() if until > now_ms}
+        verified = self.verified_until_ms if self.verified_until_ms > now_ms else 0
+        if len(done) == len(self.done) and verified == self.verified_until_ms:
+            return self
+        return replace(self, done=done, verified_until_ms=verified)
+
+    def is_empty(self) -> bool:
+        return not (self.pending or self.held or self.done or self.verified_until_ms)
+
+    def expires_at_ms(self) -> int:
+        """When Redis may drop the whole key: after every deadline, dedupe mark and report margin."""
+        candidates = [self.verified_until_ms, *self.done.values()]
+        candidates += [item.due_ms + REPORT_MARGIN_MS for item in self.items()]
+        return max(candidates, default=0)
+
+
+EMPTY = CustomerState()

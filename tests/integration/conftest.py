@@ -1,0 +1,75 @@
+"""Integration fixtures: the real Kafka and Redis (started here when absent), fresh topics per test."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.kafka import BOOTSTRAP, REDIS_URL, Topics, create_topics
+from tests.support.process import REPO, ConsumerProcess
+
+SERVICES = REPO / "deploy" / "local" / "services.sh"
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[None]:
+    """Kafka on 9092 and Redis on 6379; started by the suite (and stopped after) if not running."""
+    started = False
+    if not (_answers(9092) and _answers(6379)):
+        subprocess.run(["bash", str(SERVICES), "up"], check=True)
+        started = True
+    yield
+    if started:
+        subprocess.run(["bash", str(SERVICES), "down"], check=False)
+
+
+@pytest.fixture
+def topics(services: None) -> Topics:
+    fresh = Topics.fresh()
+    create_topics(fresh.all())
+    return fresh
+
+
+@pytest.fixture
+def redis_client(services: None) -> redis.Redis[bytes]:
+    return redis.Redis.from_url(REDIS_URL)
+
+
+BASE_ENV = {
+    "LEADS_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+    "LEADS_REDIS_URL": REDIS_URL,
+    "LEADS_BATCH_WAIT_MS": "50",
+    "LEADS_LOG_LEVEL": "INFO",
+    # Fast group membership so restarts and rebalances in tests take seconds, not a minute.
+    "LEADS_KAFKA_SESSION_TIMEOUT_MS": "6000",
+    "LEADS_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+}
+
+StartConsumer = Callable[..., ConsumerProcess]
+
+
+@pytest.fixture
+def start_consumer(topics: Topics, tmp_path: Path) -> Iterator[StartConsumer]:
+    processes: list[ConsumerProcess] = []
+
+    def start(wait_ready: bool = True, **env: str) -> ConsumerProcess:
+        merged = {**BASE_ENV, **topics.env(), **env}
+        process = ConsumerProcess(merged, tmp_path / f"consumer-{len(processes)}.log")
+        processes.append(process)
+        return process.start(wait_ready)
+
+    yield start
+    for process in processes:
+        if process.proc is not None and process.proc.poll() is None:
+            process.kill()

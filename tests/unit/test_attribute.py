@@ -1,0 +1,258 @@
+"""Table-driven tests of the pure attribution rules: one case per rule of contract section 3."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from consumer.attribute import Windows, attribute, claim, due_items, release, unlinked
+from consumer.model import LeadEvent, lead_id
+from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
+from consumer.state.model import EMPTY, CustomerState, HeldVerification, PendingLead
+
+W = Windows(pending_ttl_ms=10_000, orphan_grace_ms=5_000, dedupe_ttl_ms=60_000)
+T0 = 1_000_000
+CID = "cust-1"
+
+
+def direct(name: str = "signup", click: str = "click-A") -> LeadEvent:
+    return LeadEvent(CID, name, click_id=click, timestamp_ms=111, customer_email="a@example.com")
+
+
+def event1(name: str = "signup", click: str = "click-A") -> LeadEvent:
+    return LeadEvent(
+        CID, name, click_id=click, deferred=True, timestamp_ms=222, customer_name="Ann", metadata={"k": "v"}
+    )
+
+
+def event2(name: str = "email_verified") -> LeadEvent:
+    return LeadEvent(CID, name, timestamp_ms=333, customer_name="Other")
+
+
+@dataclass
+class Case:
+    name: str
+    history: list[tuple[int, LeadEvent]]  # (ms after T0, event) applied first
+    at: int  # ms after T0 for the event under test
+    event: LeadEvent
+    mode: Mode | None = None  # an attributed lead with this mode is expected
+    dead_letter: DeadLetterReason | None = None
+    duplicate: DuplicateKind | None = None
+    pending_after: int = 0
+    held_after: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+CASES = [
+    Case("rule 1: direct lead attributed", [], 0, direct(), mode=Mode.DIRECT),
+    Case(
+        "rule 1: direct lead while a deferred lead is pending",
+        [(0, event1())],
+        1,
+        direct(),
+        dead_letter=DeadLetterReason.DUPLICATE_ATTRIBUTION,
+        pending_after=1,
+    ),
+    Case(
+        "rule 1: same direct lead again is a duplicate",
+        [(0, direct())],
+        1,
+        direct(),
+        duplicate=DuplicateKind.DIRECT,
+    ),
+    Case(
+        "rule 1: same direct lead after the dedupe window is new",
+        [(0, direct())],
+        60_001,
+        direct(),
+        mode=Mode.DIRECT,
+    ),
+    Case(
+        "rule 1: direct lead for another event name",
+        [(0, direct())],
+        1,
+        direct("demo_booked"),
+        mode=Mode.DIRECT,
+    ),
+    Case("rule 2: deferred Event 1 stored as pending", [], 0, event1(), pending_after=1),
+    Case(
+        "rule 2: same Event 1 again is a duplicate",
+        [(0, event1())],
+        1,
+        event1(),
+        duplicate=DuplicateKind.DEFERRED_EVENT1,
+        pending_after=1,
+    ),
+    Case(
+        "rule 2: another click while pending is locked out",
+        [(0, event1())],
+        1,
+        event1(click="click-B"),
+        dead_letter=DeadLetterReason.DUPLICATE_ATTRIBUTION,
+        pending_after=1,
+    ),
+    Case(
+        "rule 2: another event name while pending is locked out",
+        [(0, event1())],
+        1,
+        event1(name="demo"),
+        dead_letter=DeadLetterReason.DUPLICATE_ATTRIBUTION,
+        pending_after=1,
+    ),
+    Case(
+        "rule 2: Event 1 of an attributed lead is a duplicate",
+        [(0, event1()), (1, event2())],
+        2,
+        event1(),
+        duplicate=DuplicateKind.DEFERRED_EVENT1,
+    ),
+    Case("rule 2: Event 1 joins an early Event 2", [(0, event2())], 1, event1(), mode=Mode.DEFERRED),
+    Case(
+        "rule 2: Event 1 after its pending lead expired is stored again",
+        [(0, event1())],
+        10_000,
+        event1(),
+        pending_after=2,
+    ),  # the expired one stays until the sweeper reports it
+    Case("rule 3: Event 2 joins the pending lead", [(0, event1())], 500, event2(), mode=Mode.DEFERRED),
+    Case(
+        "rule 3: Event 2 again after verification is a duplicate",
+        [(0, event1()), (1, event2())],
+        2,
+        event2(),
+        duplicate=DuplicateKind.VERIFICATION,
+    ),
+    Case(
+        "rule 3: Event 2 after the dedupe window is held again",
+        [(0, event1()), (1, event2())],
+        60_002,
+        event2(),
+        held_after=1,
+    ),
+    Case(
+        "rule 3: Event 2 after the pending lead expired is held",
+        [(0, event1())],
+        10_000,
+        event2(),
+        pending_after=1,
+        held_after=1,
+    ),
+    Case("rule 4: early Event 2 held", [], 0, event2(), held_after=1),
+    Case(
+        "rule 4: second early Event 2 is a duplicate",
+        [(0, event2())],
+        1,
+        event2("phone_verified"),
+        duplicate=DuplicateKind.VERIFICATION,
+        held_after=1,
+    ),
+    Case(
+        "rule 4: Event 1 after the grace period does not join",
+        [(0, event2())],
+        5_000,
+        event1(),
+        pending_after=1,
+        held_after=1,
+    ),
+]
+
+
+def run(case: Case) -> tuple[CustomerState, object]:
+    state = EMPTY
+    for offset, event in case.history:
+        state, _ = attribute(state, event, T0 + offset, W)
+    return attribute(state, case.event, T0 + case.at, W)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_rule(case: Case) -> None:
+    state, decision = run(case)
+    assert decision.dead_letter == case.dead_letter  # type: ignore[attr-defined]
+    assert decision.duplicate == case.duplicate  # type: ignore[attr-defined]
+    lead = decision.attributed  # type: ignore[attr-defined]
+    assert (lead.mode if lead else None) == case.mode
+    assert len(state.pending) == case.pending_after
+    assert len(state.held) == case.held_after
+
+
+def test_deferred_lead_carries_event1_details_and_event2_name() -> None:
+    state, _ = attribute(EMPTY, event1(), T0, W)
+    _, decision = attribute(state, event2(), T0 + 1500, W)
+    lead = decision.attributed
+    assert lead is not None
+    assert (lead.click_id, lead.event_name, lead.verification_event_name) == (
+        "click-A",
+        "signup",
+        "email_verified",
+    )
+    assert (lead.customer_name, lead.metadata) == ("Ann", {"k": "v"})  # Event 1's, not Event 2's
+    assert (lead.event_timestamp_ms, lead.verified_timestamp_ms) == (222, 333)
+    assert lead.attributed_at_ms == T0 + 1500
+    assert decision.verification_delay_ms == 1500
+    assert lead.lead_id == lead_id(CID, "click-A", "signup")
+
+
+def test_early_event2_joined_by_event1_uses_both() -> None:
+    state, _ = attribute(EMPTY, event2(), T0, W)
+    state, decision = attribute(state, event1(), T0 + 10, W)
+    lead = decision.attributed
+    assert lead is not None and lead.mode is Mode.DEFERRED
+    assert (lead.verification_event_name, lead.verified_timestamp_ms, lead.customer_name) == (
+        "email_verified",
+        333,
+        "Ann",
+    )
+    assert state.held == () and state.is_done("signup", T0 + 11)
+
+
+def test_lead_id_is_deterministic_and_distinguishes_parts() -> None:
+    assert lead_id("a", "b", "c") == lead_id("a", "b", "c")
+    assert lead_id("a", "b", "c") != lead_id("a", "bc", "")
+    assert lead_id("a:b", None, "c") != lead_id("a", "b", "c")
+
+
+def test_windows_use_processing_time_not_producer_timestamp() -> None:
+    old = replace(event1(), timestamp_ms=0)  # a backfill from 1970 must not be expired on arrival
+    state, _ = attribute(EMPTY, old, T0, W)
+    assert state.pending[0].deadline_ms == T0 + W.pending_ttl_ms
+
+
+def test_expiry_claim_and_release() -> None:
+    state, _ = attribute(EMPTY, event1(), T0, W)
+    assert due_items(state, T0 + 9_999) == []
+    items = due_items(state, T0 + 10_000)
+    assert len(items) == 1
+    claimed = claim(state, items, T0 + 40_000)
+    assert due_items(claimed, T0 + 10_001) == []  # leased: other sweepers skip it
+    assert len(due_items(claimed, T0 + 40_000)) == 1  # lease lapsed: reported again (at least once)
+    assert release(claimed, items).pending == ()
+    record = unlinked(CID, items[0], T0 + 10_000)
+    assert record.reason is UnlinkedReason.VERIFICATION_EXPIRED
+    assert (record.click_id, record.lead_id) == ("click-A", lead_id(CID, "click-A", "signup"))
+
+
+def test_orphan_event2_unlinked_record() -> None:
+    state, _ = attribute(EMPTY, event2(), T0, W)
+    (item,) = due_items(state, T0 + 5_000)
+    assert isinstance(item, HeldVerification)
+    record = unlinked(CID, item, T0 + 5_000)
+    assert (record.reason, record.event_name, record.click_id) == (
+        UnlinkedReason.NO_MATCHING_EVENT1,
+        "email_verified",
+        None,
+    )
+
+
+def test_state_forgets_old_dedupe_marks() -> None:
+    state, _ = attribute(EMPTY, direct(), T0, W)
+    assert state.done
+    later, _ = attribute(state, direct("other"), T0 + 60_001, W)
+    assert set(later.done) == {"other"}
+    assert later.expires_at_ms() == T0 + 60_001 + W.dedupe_ttl_ms
+
+
+def test_pending_keeps_key_alive_past_deadline_for_reporting() -> None:
+    state, _ = attribute(EMPTY, event1(), T0, W)
+    assert isinstance(state.pending[0], PendingLead)
+    assert state.expires_at_ms() > state.pending[0].deadline_ms

@@ -1,0 +1,87 @@
+"""A bad setting stops start-up with one line naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from consumer.config import Config, Guarantee, SettingsError, kafka_passthrough
+
+
+def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("LEADS_"):
+            monkeypatch.delenv(name)
+    s = Config.load(env_file=None).settings
+    assert (s.kafka_bootstrap_servers, s.redis_url) == ("localhost:9092", "redis://localhost:6379/0")
+    assert (s.input_topic, s.attributed_topic, s.unlinked_topic, s.dead_letter_topic) == (
+        "leads.raw",
+        "leads.attributed",
+        "leads.unlinked",
+        "leads.dead-letter",
+    )
+    assert (s.consumer_group, s.pending_ttl_seconds, s.orphan_grace_seconds, s.dedupe_ttl_seconds) == (
+        "lead-attribution",
+        604800,
+        300,
+        604800,
+    )
+    assert s.processing_guarantee is Guarantee.EXACTLY_ONCE
+    assert (s.metrics_port, s.schema_registry_url) == (9400, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LEADS_PENDING_TTL_SECONDS", "abc"),
+        ("LEADS_ORPHAN_GRACE_SECONDS", "0"),
+        ("LEADS_DEDUPE_TTL_SECONDS", "-5"),
+        ("LEADS_PROCESSING_GUARANTEE", "sometimes"),
+        ("LEADS_METRICS_PORT", "70000"),
+        ("LEADS_REDIS_URL", "http://localhost"),
+        ("LEADS_SCHEMA_REGISTRY_URL", "registry:8081"),
+        ("LEADS_KAFKA_BOOTSTRAP_SERVERS", "nohostport"),
+    ],
+)
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as error:
+        Config.load(env_file=None)
+    message = str(error.value)
+    assert name in message and "\n" not in message
+
+
+def test_kafka_passthrough() -> None:
+    assert kafka_passthrough(
+        {"LEADS_KAFKA_SECURITY_PROTOCOL": "SSL", "LEADS_KAFKA_BOOTSTRAP_SERVERS": "x:1"}
+    ) == {"security.protocol": "SSL"}
+    with pytest.raises(SettingsError, match="LEADS_KAFKA_ENABLE_AUTO_COMMIT"):
+        kafka_passthrough({"LEADS_KAFKA_ENABLE_AUTO_COMMIT": "true"})
+
+
+def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEADS_INPUT_TOPIC", raising=False)
+    env = tmp_path / ".env"
+    env.write_text("LEADS_INPUT_TOPIC=from-file\nLEADS_KAFKA_CLIENT_ID=abc\n")
+    config = Config.load(env_file=env)
+    assert config.settings.input_topic == "from-file"
+    assert config.kafka_extra["client.id"] == "abc"
+
+
+def test_cli_exits_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "run"],
+        env={"LEADS_PENDING_TTL_SECONDS": "soon", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path.cwd())},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "leadattr: invalid setting LEADS_PENDING_TTL_SECONDS: Input should be a valid number, "
+        "unable to parse string as a number (got 'soon')"
+    ]
