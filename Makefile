@@ -1,0 +1,64 @@
+# The two commands a newcomer needs: `make run` (the demo) and `make test` (everything, real servers).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SERVICES := deploy/local/services.sh
+export KAFKA_PORT ?= 9092
+export REDIS_PORT ?= 6379
+
+.PHONY: help venv services-up services-down test unit integration lint format run bench chaos clean
+
+help:
+	@echo "make run            demo: local Kafka + Redis, the consumer, sample leads, results"
+	@echo "make test           unit + integration tests against real Kafka and Redis"
+	@echo "make lint           ruff + mypy --strict"
+	@echo "make services-up    start local Kafka (KRaft) on 127.0.0.1:$(KAFKA_PORT) and Redis on :$(REDIS_PORT)"
+	@echo "make services-down  stop them"
+	@echo "make bench          throughput, latency and memory benchmark (figures in docs/performance.md)"
+	@echo "make chaos          fault suite: kill -9, Redis and broker restarts, rebalances"
+
+$(BIN)/leadattr: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "python3 is missing"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/leadattr
+
+services-up:
+	bash $(SERVICES) up
+
+services-down:
+	bash $(SERVICES) down
+
+test: venv
+	$(BIN)/pytest -q -rs tests
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: venv
+	$(BIN)/pytest -q -rs tests/integration
+
+lint: venv
+	$(BIN)/ruff check consumer tests bench
+	$(BIN)/ruff format --check consumer tests bench
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff check --fix consumer tests bench
+	$(BIN)/ruff format consumer tests bench
+
+run: venv
+	$(BIN)/python deploy/local/demo.py
+
+bench: venv
+	$(BIN)/python -m bench
+
+chaos: venv
+	$(BIN)/python -m tests.chaos
+
+clean:
+	bash $(SERVICES) clean

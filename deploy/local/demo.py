@@ -1,0 +1,118 @@
+"""`make run`: the whole product on this machine in about a minute.
+
+Starts local Kafka and Redis (unless already running), the consumer with short windows, sends
+deploy/local/sample-leads.jsonl with `leadattr send`, prints what came out, stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.support.kafka import create_topics, read_topic  # noqa: E402
+
+SERVICES = REPO / "deploy" / "local" / "services.sh"
+SAMPLES = REPO / "deploy" / "local" / "sample-leads.jsonl"
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
+PENDING_TTL_S = 8  # short, so the demo also shows a lead that expires unverified
+
+
+def answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    print(f"\n{title} ({len(rows)})")
+    if not rows:
+        return
+    cells = [[str(r.get(c) if r.get(c) is not None else "-") for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    print("  " + "  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def main() -> int:
+    started_services = not (answers(KAFKA_PORT) and answers(REDIS_PORT))
+    if started_services:
+        subprocess.run(["bash", str(SERVICES), "up"], check=True)
+    run_id = uuid.uuid4().hex[:6]
+    env = {
+        **os.environ,
+        "LEADS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
+        "LEADS_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+        "LEADS_INPUT_TOPIC": f"demo-{run_id}.raw",
+        "LEADS_ATTRIBUTED_TOPIC": f"demo-{run_id}.attributed",
+        "LEADS_UNLINKED_TOPIC": f"demo-{run_id}.unlinked",
+        "LEADS_DEAD_LETTER_TOPIC": f"demo-{run_id}.dead-letter",
+        "LEADS_CONSUMER_GROUP": f"demo-{run_id}",
+        "LEADS_REDIS_PREFIX": f"demo-{run_id}",
+        "LEADS_PENDING_TTL_SECONDS": str(PENDING_TTL_S),
+        "LEADS_ORPHAN_GRACE_SECONDS": "5",
+        "LEADS_METRICS_PORT": "0",
+        "LEADS_LOG_LEVEL": "WARNING",
+    }
+    topics = [
+        env[k]
+        for k in (
+            "LEADS_INPUT_TOPIC",
+            "LEADS_ATTRIBUTED_TOPIC",
+            "LEADS_UNLINKED_TOPIC",
+            "LEADS_DEAD_LETTER_TOPIC",
+        )
+    ]
+    create_topics(topics, bootstrap=env["LEADS_KAFKA_BOOTSTRAP_SERVERS"])
+    leadattr = str(Path(sys.executable).with_name("leadattr"))
+    print(f"== consumer: {leadattr} run   (topics demo-{run_id}.*, pending TTL {PENDING_TTL_S}s)")
+    consumer = subprocess.Popen([leadattr, "run"], env=env)
+    code = 1
+    try:
+        print(f"== sending {SAMPLES.relative_to(REPO)} with `leadattr send --file`")
+        subprocess.run([leadattr, "send", "--file", str(SAMPLES)], env=env, check=True)
+        print(f"== waiting {PENDING_TTL_S + 4}s so the unverified lead expires ...")
+        time.sleep(PENDING_TTL_S + 4)
+        bootstrap = env["LEADS_KAFKA_BOOTSTRAP_SERVERS"]
+        attributed = read_topic(env["LEADS_ATTRIBUTED_TOPIC"], expected=3, timeout_s=20, bootstrap=bootstrap)
+        unlinked = read_topic(env["LEADS_UNLINKED_TOPIC"], expected=1, timeout_s=10, bootstrap=bootstrap)
+        dead = read_topic(env["LEADS_DEAD_LETTER_TOPIC"], expected=1, timeout_s=10, bootstrap=bootstrap)
+        table(
+            "Attributed leads (leads.attributed)",
+            attributed,
+            ["customerExternalId", "mode", "clickId", "eventName", "verificationEventName", "customerName"],
+        )
+        table(
+            "Unlinked leads (leads.unlinked)",
+            unlinked,
+            ["customerExternalId", "reason", "clickId", "eventName"],
+        )
+        table(
+            "Dead letters (leads.dead-letter)", dead, ["reason", "detail", "sourcePartition", "sourceOffset"]
+        )
+        code = 0 if (len(attributed), len(unlinked), len(dead)) == (3, 1, 1) else 1
+        if code:
+            print("\nunexpected result: see the consumer's log lines above", file=sys.stderr)
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        consumer.wait(40)
+        print(f"\n== consumer stopped (exit {consumer.returncode})")
+        if started_services:
+            subprocess.run(["bash", str(SERVICES), "down"], check=False)
+    return code or consumer.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""`leadattr send` and `leadattr run` as users call them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from consumer.avro import Codec
+from tests.support.kafka import BOOTSTRAP, Topics
+from tests.support.process import REPO
+
+
+def _leadattr(
+    args: list[str], env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.cli", *args],
+        env={**os.environ, "LEADS_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+
+
+def _raw(topic: str, count: int) -> list[tuple[bytes | None, dict[str, object]]]:
+    consumer = Consumer(
+        {"bootstrap.servers": BOOTSTRAP, "group.id": f"r-{topic}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    codec, out = Codec("lead_event"), []
+    for _ in range(60):
+        for message in consumer.consume(100, 0.5):
+            if not message.error():
+                out.append((message.key(), codec.decode(message.value() or b"")))
+        if len(out) >= count:
+            break
+    consumer.close()
+    return out
+
+
+def test_send_publishes_json_as_avro_keyed_by_cid(topics: Topics, tmp_path: Path) -> None:
+    lines = [
+        {"customerExternalId": "cust-1", "eventName": "signup", "clickId": "k1"},
+        {"customerExternalId": "cust-2", "eventName": "signup_started", "clickId": "k2", "mode": "deferred"},
+    ]
+    path = tmp_path / "leads.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    env = {"LEADS_INPUT_TOPIC": topics.input}
+    assert _leadattr(["send", "--file", str(path)], env).returncode == 0
+    single = _leadattr(
+        ["send", json.dumps({"customerExternalId": "cust-3", "eventName": "email_verified"})], env
+    )
+    assert single.returncode == 0
+    assert _leadattr(["send"], env, stdin=json.dumps(lines[0])).returncode == 0
+    records = _raw(topics.input, 4)
+    assert sorted((k, v["customerExternalId"]) for k, v in records) == [
+        (b"cust-1", "cust-1"),
+        (b"cust-1", "cust-1"),
+        (b"cust-2", "cust-2"),
+        (b"cust-3", "cust-3"),
+    ]
+
+
+def test_send_refuses_a_bad_payload_and_sends_nothing(topics: Topics) -> None:
+    bad = "\n".join(
+        [json.dumps({"customerExternalId": "c", "eventName": "x"}), json.dumps({"eventName": "y"})]
+    )
+    result = _leadattr(["send"], {"LEADS_INPUT_TOPIC": topics.input}, stdin=bad)
+    assert result.returncode == 2
+    assert "line 2: customerExternalId" in result.stderr
+    assert _raw(topics.input, 1) == []

@@ -1,0 +1,95 @@
+"""Metric behaviour: label values initialised, decisions counted, health endpoints."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+from prometheus_client import generate_latest
+
+from consumer import metrics
+from consumer.health import Health, serve
+from consumer.model import AttributedLead, Decision, Invalid
+from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
+from consumer.runner import _count
+from tests.support.process import free_port
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.REGISTRY.get_sample_value(name, labels or {})
+    assert value is not None, f"{name}{labels} is not exported"
+    return value
+
+
+def test_every_label_value_is_exported_from_the_start() -> None:
+    text = generate_latest(metrics.REGISTRY).decode()
+    for mode in Mode:
+        assert f'leads_attributed_total{{mode="{mode.value}"}}' in text
+    for reason in DeadLetterReason:
+        assert f'leads_dead_letter_total{{reason="{reason.value}"}}' in text
+    for unlinked in UnlinkedReason:
+        assert f'leads_unlinked_total{{reason="{unlinked.value}"}}' in text
+    for kind in DuplicateKind:
+        assert f'leads_duplicates_total{{kind="{kind.value}"}}' in text
+    for name in ("leads_pending", "leads_events_consumed_total", "leads_verification_delay_seconds_bucket"):
+        assert name in text
+
+
+def _lead(mode: Mode) -> AttributedLead:
+    return AttributedLead("id", "cid", "click", "e", mode, None, None, None, None, None, None, None, 0)
+
+
+def test_decisions_are_counted_by_label() -> None:
+    before = {
+        "direct": sample("leads_attributed_total", {"mode": "direct"}),
+        "deferred": sample("leads_attributed_total", {"mode": "deferred"}),
+        "dup": sample("leads_duplicates_total", {"kind": "verification"}),
+        "dlq": sample("leads_dead_letter_total", {"reason": "invalid_mode"}),
+        "dlq2": sample("leads_dead_letter_total", {"reason": "duplicate_attribution"}),
+        "delay": sample("leads_verification_delay_seconds_count"),
+        "delay_sum": sample("leads_verification_delay_seconds_sum"),
+    }
+    _count(Decision(attributed=_lead(Mode.DIRECT)))
+    _count(Decision(attributed=_lead(Mode.DEFERRED), verification_delay_ms=90_000))
+    _count(Decision(duplicate=DuplicateKind.VERIFICATION))
+    _count(Invalid(DeadLetterReason.INVALID_MODE, "mode"))
+    _count(Decision(dead_letter=DeadLetterReason.DUPLICATE_ATTRIBUTION))
+    _count(Decision())  # stored as pending: nothing counted
+    assert sample("leads_attributed_total", {"mode": "direct"}) == before["direct"] + 1
+    assert sample("leads_attributed_total", {"mode": "deferred"}) == before["deferred"] + 1
+    assert sample("leads_duplicates_total", {"kind": "verification"}) == before["dup"] + 1
+    assert sample("leads_dead_letter_total", {"reason": "invalid_mode"}) == before["dlq"] + 1
+    assert sample("leads_dead_letter_total", {"reason": "duplicate_attribution"}) == before["dlq2"] + 1
+    assert sample("leads_verification_delay_seconds_count") == before["delay"] + 1
+    assert sample("leads_verification_delay_seconds_sum") == before["delay_sum"] + 90
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode()
+
+
+def test_health_endpoints_report_state_and_reason() -> None:
+    health = Health()
+    port = free_port()
+    server = serve(health, port, "127.0.0.1")
+    try:
+        status, body = _get(port, "/readyz")
+        assert status == 503 and "not subscribed" in body
+        health.started = health.subscribed = True
+        assert _get(port, "/readyz") == (200, "ready\n")
+        assert sample("leads_ready") == 1
+        health.redis_ok = False
+        status, body = _get(port, "/readyz")
+        assert status == 503 and "redis unreachable" in body
+        assert sample("leads_ready") == 0 and sample("leads_redis_up") == 0
+        assert _get(port, "/healthz") == (200, "ok\n")
+        health.last_beat -= 3600
+        assert _get(port, "/healthz")[0] == 503
+        status, body = _get(port, "/metrics")
+        assert status == 200 and "leads_events_consumed_total" in body
+    finally:
+        server.shutdown()
