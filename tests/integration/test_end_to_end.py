@@ -51,7 +51,9 @@ def test_direct_and_deferred_leads_are_attributed(
     assert consumer.metric("leads_events_consumed_total") == 3
     assert consumer.stop() == 0
     committed = committed_offsets(topics.env()["LEADS_CONSUMER_GROUP"], topics.input)
-    assert {p: o for p, o in committed.items() if o >= 0} == {p: o for p, o in end_offsets(topics.input).items() if o}
+    assert {p: o for p, o in committed.items() if o >= 0} == {
+        p: o for p, o in end_offsets(topics.input).items() if o
+    }
 
 
 def test_invalid_records_are_dead_lettered_and_consumer_continues(
