@@ -20,6 +20,11 @@ def _parser() -> argparse.ArgumentParser:
     sender.add_argument("payload", nargs="?", help="one JSON event; omit to read one per line")
     sender.add_argument("--file", "-f", type=Path, help="file with one JSON event per line ('-' for stdin)")
     sender.add_argument("--topic", help="target topic (default: LEADS_INPUT_TOPIC)")
+    replayer = commands.add_parser("replay", help="send dead-lettered records back to their source topic")
+    replayer.add_argument("--reason", action="append", help="only this reason (repeatable); default: all")
+    replayer.add_argument("--to", help="target topic (default: each record's sourceTopic)")
+    replayer.add_argument("--limit", type=int, help="at most this many records")
+    replayer.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
     return parser
 
 
@@ -35,7 +40,19 @@ def main(argv: list[str] | None = None) -> int:
         from consumer.app import run  # noqa: PLC0415 - keeps `send` free of the consumer's wiring
 
         return run(config)
+    if args.command == "replay":
+        return _replay(config, args)
     return _send(config, args)
+
+
+def _replay(config: Config, args: argparse.Namespace) -> int:
+    from consumer.replay import replay  # noqa: PLC0415
+
+    summary = replay(config, set(args.reason or []), args.to, args.dry_run, args.limit)
+    verb = "would replay" if args.dry_run else "replayed"
+    counts = ", ".join(f"{reason}: {n}" for reason, n in sorted(summary.selected.items())) or "nothing"
+    print(f"scanned {summary.scanned} dead letters; {verb} {counts}", file=sys.stderr)
+    return 0
 
 
 def _send(config: Config, args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from consumer.pipeline import BatchProcessor, BatchResult, ConflictError
 from consumer.publish import OutputCodecs
 from consumer.reasons import RebalanceEvent
 from consumer.state.store import StateStore
+from consumer.stats import partition_lag
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +310,8 @@ class Runner:
 
     def on_stats(self, stats_json: str) -> None:
         stats = json.loads(stats_json)
-        for partition, values in (
-            stats.get("topics", {}).get(self.input_topic, {}).get("partitions", {}).items()
-        ):
-            lag = values.get("consumer_lag", -1)
-            if partition != "-1" and lag >= 0 and values.get("fetch_state") == "active":
-                metrics.CONSUMER_LAG.labels(partition=partition).set(lag)
+        for partition, lag in partition_lag(stats, self.input_topic).items():
+            metrics.CONSUMER_LAG.labels(partition=partition).set(lag)
         brokers = stats.get("brokers", {}).values()
         if any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0):
             self._set_kafka(True)

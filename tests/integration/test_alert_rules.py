@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from consumer import metrics
 from tests.support.prometheus import (
     PrometheusClient,
     dashboard_expressions,
@@ -39,47 +40,24 @@ PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "lead-attribution.json"
 RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
 
-# What the consumer exports: name -> (type, {label: values}). Every label value is initialised to 0 at start-up.
-# To be replaced by the consumer's real metrics registry.
-EXPORTED_METRICS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
-    "leads_events_consumed_total": ("counter", {}),
-    "leads_attributed_total": ("counter", {"mode": ("direct", "deferred")}),
-    "leads_unlinked_total": ("counter", {"reason": ("no_matching_event1", "verification_expired")}),
-    "leads_dead_letter_total": (
-        "counter",
-        {
-            "reason": (
-                "undecodable",
-                "invalid_field",
-                "invalid_mode",
-                "missing_click_id",
-                "duplicate_attribution",
-            )
-        },
-    ),
-    "leads_duplicates_total": ("counter", {"kind": ("direct", "deferred_event1", "verification")}),
-    "leads_pending": ("gauge", {}),
-    "leads_held_verifications": ("gauge", {}),
-    "leads_verification_delay_seconds": ("histogram", {}),
-    "leads_processing_latency_seconds": ("histogram", {}),
-    "leads_consumer_lag": ("gauge", {"partition": ("0", "1", "2")}),
-    "leads_consumer_lag_seconds": ("gauge", {}),
-    "leads_batch_duration_seconds": ("histogram", {}),
-    "leads_batch_size": ("histogram", {}),
-    "leads_commits_total": ("counter", {}),
-    "leads_commit_failures_total": ("counter", {}),
-    "leads_transaction_aborts_total": ("counter", {}),
-    "leads_rebalances_total": ("counter", {"event": ("assigned", "revoked", "lost")}),
-    "leads_redis_errors_total": ("counter", {}),
-    "leads_redis_retries_total": ("counter", {}),
-    "leads_kafka_errors_total": ("counter", {}),
-    "leads_redis_up": ("gauge", {}),
-    "leads_kafka_up": ("gauge", {}),
-    "leads_ready": ("gauge", {}),
-    "leads_assigned_partitions": ("gauge", {}),
-    "leads_last_processed_timestamp_seconds": ("gauge", {}),
-    "leads_expiry_sweep_duration_seconds": ("histogram", {}),
-}
+
+# What the consumer exports: name -> (type, {label: values}), read from its real metrics registry.
+def _exported_metrics() -> dict[str, tuple[str, dict[str, tuple[str, ...]]]]:
+    exported: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {}
+    for family in metrics.REGISTRY.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels: dict[str, set[str]] = {}
+        for sample in family.samples:
+            for key, value in sample.labels.items():
+                if key != "le":
+                    labels.setdefault(key, set()).add(value)
+        if name == "leads_consumer_lag":  # per partition, created once partitions are assigned
+            labels = {"partition": {"0", "1", "2"}}
+        exported[name] = (family.type, {key: tuple(sorted(values)) for key, values in labels.items()})
+    return exported
+
+
+EXPORTED_METRICS = _exported_metrics()
 KNOWN_METRICS = frozenset(EXPORTED_METRICS) | {"up"}
 
 SEVERITIES = {"critical", "warning", "info"}

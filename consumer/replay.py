@@ -1,0 +1,85 @@
+"""`leadattr replay`: send dead-lettered records back to the input topic, byte for byte.
+
+For after the cause is fixed (a producer bug corrected upstream, a consumer fix deployed). It reads
+the dead-letter topic from the start up to its end *at start-up*, so records it produces that get
+dead-lettered again are not replayed in a loop, and keeps the original key so ordering per
+customer is preserved. It commits nothing: run it with --dry-run first to see what it would send.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from consumer.avro import Codec
+from consumer.config import Config
+
+_POLL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySummary:
+    scanned: int
+    selected: Counter[str]
+
+
+def replay(
+    config: Config, reasons: set[str] | None, target: str | None, dry_run: bool, limit: int | None = None
+) -> ReplaySummary:
+    s = config.settings
+    codec = Codec("dead_letter")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.kafka_bootstrap_servers,
+            "group.id": f"leadattr-replay-{uuid.uuid4().hex[:8]}",  # never commits; the id is a formality
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            **config.kafka_extra,
+        }
+    )
+    producer = Producer(
+        {"bootstrap.servers": s.kafka_bootstrap_servers, "enable.idempotence": True, **config.kafka_extra}
+    )
+    topic = s.dead_letter_topic
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    ends = {}
+    for partition in metadata.partitions:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        if high > 0:
+            ends[partition] = high
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    scanned, selected = 0, Counter[str]()
+    remaining = dict(ends)
+    try:
+        while remaining and (limit is None or sum(selected.values()) < limit):
+            for message in consumer.consume(500, _POLL_S):
+                partition, offset = message.partition(), message.offset()
+                if message.error() or partition is None or offset is None or partition not in remaining:
+                    continue
+                if offset >= remaining[partition] - 1:
+                    del remaining[partition]
+                if offset >= ends[partition]:
+                    continue
+                scanned += 1
+                record = codec.decode(message.value() or b"")
+                if reasons and record["reason"] not in reasons:
+                    continue
+                if limit is not None and sum(selected.values()) >= limit:
+                    break
+                selected[record["reason"]] += 1
+                if not dry_run:
+                    producer.produce(
+                        target or record["sourceTopic"], key=record["key"], value=record["value"]
+                    )
+                    producer.poll(0)
+            else:
+                if not consumer.assignment():
+                    break
+        if not dry_run and producer.flush(30):
+            raise RuntimeError("not every replayed record was delivered")
+    finally:
+        consumer.close()
+    return ReplaySummary(scanned, selected)
