@@ -18,6 +18,12 @@ from consumer.avro import Codec
 from consumer.config import Config
 
 _POLL_S = 1.0
+_IDLE_POLLS = 3  # consecutive empty polls that mean "nothing more to read"
+
+
+def _reached(consumer: Consumer, topic: str, ends: dict[int, int]) -> bool:
+    positions = consumer.position([TopicPartition(topic, p) for p in ends])
+    return all(tp.offset >= ends[tp.partition] for tp in positions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +58,17 @@ def replay(
             ends[partition] = high
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
     scanned, selected = 0, Counter[str]()
-    remaining = dict(ends)
+    idle = 0
     try:
-        while remaining and (limit is None or sum(selected.values()) < limit):
-            for message in consumer.consume(500, _POLL_S):
+        # Transaction markers take offsets too, so "done" is judged by position, not by the last record.
+        while idle < _IDLE_POLLS and not _reached(consumer, topic, ends):
+            if limit is not None and sum(selected.values()) >= limit:
+                break
+            messages = consumer.consume(500, _POLL_S)
+            idle = 0 if messages else idle + 1
+            for message in messages:
                 partition, offset = message.partition(), message.offset()
-                if message.error() or partition is None or offset is None or partition not in remaining:
-                    continue
-                if offset >= remaining[partition] - 1:
-                    del remaining[partition]
-                if offset >= ends[partition]:
+                if message.error() or partition is None or offset is None or offset >= ends.get(partition, 0):
                     continue
                 scanned += 1
                 record = codec.decode(message.value() or b"")
@@ -75,9 +82,6 @@ def replay(
                         target or record["sourceTopic"], key=record["key"], value=record["value"]
                     )
                     producer.poll(0)
-            else:
-                if not consumer.assignment():
-                    break
         if not dry_run and producer.flush(30):
             raise RuntimeError("not every replayed record was delivered")
     finally:

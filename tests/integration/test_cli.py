@@ -11,6 +11,7 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from consumer.avro import Codec
+from tests.integration.conftest import StartConsumer
 from tests.support.kafka import BOOTSTRAP, Topics
 from tests.support.process import REPO
 
@@ -77,3 +78,31 @@ def test_send_refuses_a_bad_payload_and_sends_nothing(topics: Topics) -> None:
     assert result.returncode == 2
     assert "line 2: customerExternalId" in result.stderr
     assert _raw(topics.input, 1) == []
+
+
+def test_replay_sends_dead_letters_back_byte_for_byte(topics: Topics, start_consumer: StartConsumer) -> None:
+    from tests.support.kafka import create_topics, lead, produce, read_topic  # noqa: PLC0415
+
+    consumer = start_consumer()
+    produce(topics.input, [lead("c-1", "signup", clickId="k", mode="later"), b"garbage"], keys=[b"c-1", b"g"])
+    dead = read_topic(topics.dead_letter, expected=2)
+    assert consumer.stop() == 0
+    target = topics.input + ".replayed"
+    create_topics([target], partitions=1)
+    env = {**topics.env(), "LEADS_INPUT_TOPIC": topics.input}
+    dry = _leadattr(["replay", "--reason", "invalid_mode", "--to", target, "--dry-run"], env)
+    assert dry.returncode == 0 and "would replay invalid_mode: 1" in dry.stderr
+    result = _leadattr(["replay", "--reason", "invalid_mode", "--to", target], env)
+    assert result.returncode == 0 and "replayed invalid_mode: 1" in result.stderr, result.stderr
+    original = next(d for d in dead if d["reason"] == "invalid_mode")
+    consumer_ = Consumer(
+        {"bootstrap.servers": BOOTSTRAP, "group.id": f"r-{target}", "auto.offset.reset": "earliest"}
+    )
+    consumer_.subscribe([target])
+    replayed = []
+    for _ in range(40):
+        replayed += [m for m in consumer_.consume(10, 0.5) if not m.error()]
+        if replayed:
+            break
+    consumer_.close()
+    assert [(m.key(), m.value()) for m in replayed] == [(b"c-1", original["value"])]

@@ -80,7 +80,11 @@ def test_readyz_reports_redis_outage_reason(topics: Topics, start_consumer: Star
     deadline = time.monotonic() + 20
     status, body = 0, ""
     while time.monotonic() < deadline:
-        status, body = consumer.get("/readyz")
+        try:
+            status, body = consumer.get("/readyz")
+        except OSError:  # the HTTP server is not listening yet
+            time.sleep(0.3)
+            continue
         if status == 503 and "redis" in body:
             break
         time.sleep(0.3)
