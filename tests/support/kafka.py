@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from consumer.avro import Codec, decode, load_schema
 
@@ -123,10 +124,11 @@ def read_topic(
         while time.monotonic() < deadline:
             batch = consumer.consume(500, 0.5)
             for message in batch:
-                if message.error():
-                    if message.error().code() == -191:  # partition EOF
+                error = message.error()
+                if error is not None:
+                    if error.code() == -191:  # partition EOF
                         continue
-                    raise KafkaException(message.error())
+                    raise KafkaException(error)
                 value = decode(schema, message.value() or b"")
                 value["_key"] = message.key()
                 value["_partition"] = message.partition()

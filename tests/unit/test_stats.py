@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from consumer.stats import partition_lag
 
 
-def _stats(**partitions: dict[str, object]) -> dict[str, object]:
+def _stats(**partitions: Any) -> dict[str, Any]:
     return {"topics": {"leads.raw": {"partitions": partitions}}}
 
 
