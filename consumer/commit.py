@@ -9,7 +9,21 @@ exactly_once (default), per batch:
   Step 5. Only after that may the batch's journal entries in Redis be forgotten (the caller queues
           them for its next round trip). Until Step 4 succeeds they are what makes a replay of
           the same offsets publish the same records.
-  On any failure the transaction is aborted and the caller rewinds to the batch's first offsets.
+  On a failure before Step 4 the transaction is aborted and the caller rewinds to the batch's first
+  offsets. A failure *in* Step 4 (e.g. commit_transaction timing out while the broker restarts)
+  leaves the outcome unknown: the coordinator may still complete the commit. The caller must not
+  replay blindly (that would publish the batch twice); ``CommitFailed.maybe_committed`` tells it to
+  ask the group coordinator for the committed offsets first (see Runner._settle).
+
+Errors (confluent-kafka raises KafkaException carrying a KafkaError):
+  fatal            the producer is unusable (e.g. fenced): it is retired, and the next transaction
+                   starts with a new producer whose init_transactions (same transactional.id)
+                   fences the old one; the coordinator then completes or aborts its transaction.
+  txn_requires_abort / anything else before Step 4: abort_transaction. If the abort itself fails
+                   (broker away, wrong state), the producer is retired as above.
+  retriable in Step 4: commit_transaction is called again (the documented way to learn the
+                   outcome), COMMIT_RETRIES times; then as "anything else".
+Every failure surfaces as CommitFailed, never as a raw KafkaException, so the run loop survives it.
 
 at_least_once, per batch:
   Step 1. Produce every output.  Step 2. Flush and check every delivery report.
@@ -27,22 +41,38 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from consumer.logs import fields
 from consumer.metrics import COMMIT_FAILURES, COMMITS, KAFKA_ERRORS, TRANSACTION_ABORTS
 from consumer.publish import Output
 
 log = logging.getLogger(__name__)
 
-# Longer than a broker restart on this single-node setup, shorter than Kubernetes' 30 s grace period.
-TRANSACTION_TIMEOUT_S = 20.0
-COMMIT_RETRIES = 3
+# Per blocking transactional call. A broker restart may take longer; then the batch is aborted (or,
+# in Step 4, settled from the committed offsets) and retried by the run loop, which meanwhile
+# keeps beating, logs the outage once and notices SIGTERM. Short enough that a SIGTERM in the
+# middle of a commit still exits within Kubernetes' 30 s grace period.
+TRANSACTION_TIMEOUT_S = 8.0
+# The first init_transactions, at start-up, may wait for the coordinator to load its state.
+INIT_TIMEOUT_S = 30.0
+COMMIT_RETRIES = 2
 
 
 class CommitFailed(Exception):
-    """The batch was not committed; the caller must rewind and process it again."""
+    """The batch was not committed, or maybe it was: see ``maybe_committed``.
 
-    def __init__(self, message: str, fatal: bool = False) -> None:
+    ``maybe_committed`` False: nothing of the batch is visible; rewind and process it again.
+    ``maybe_committed`` True: the outcome is unknown; look at the committed offsets before replaying.
+    ``code``: the KafkaError code behind it, when there is one (the run loop tells an unreachable
+    broker from, say, a rebalance by it).
+    """
+
+    def __init__(
+        self, message: str, fatal: bool = False, maybe_committed: bool = False, code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.fatal = fatal
+        self.maybe_committed = maybe_committed
+        self.code = code
 
 
 class Committer(Protocol):
@@ -52,12 +82,21 @@ class Committer(Protocol):
 
     def publish(self, outputs: Sequence[Output]) -> None: ...
 
+    def recover(self) -> None:
+        """Make the producer usable again after a failure; CommitFailed while it cannot be."""
+        ...
+
     def close(self) -> None: ...
 
 
 def _error_of(exc: KafkaException) -> KafkaError | None:
     first = exc.args[0] if exc.args else None
     return first if isinstance(first, KafkaError) else None
+
+
+def _describe(exc: KafkaException) -> str:
+    error = _error_of(exc)
+    return f"{error.name()}: {error.str()}" if error is not None else str(exc)
 
 
 class _Base:
@@ -81,6 +120,9 @@ class _Base:
                 except BufferError:
                     self.producer.poll(0.05)  # local queue full: serve delivery reports, then retry
 
+    def recover(self) -> None:
+        return None
+
     def close(self) -> None:
         self.producer.flush(5)
 
@@ -88,30 +130,68 @@ class _Base:
 class TransactionalCommitter(_Base):
     def __init__(self, make_producer: Callable[[], Producer]) -> None:
         super().__init__(make_producer)
-        self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        # At start-up, so that a restarted instance with the same transactional.id fences its
+        # predecessor's open transaction at once (it would otherwise block the partitions until
+        # transaction.timeout.ms). A broker that is away at start-up fails the start.
+        self.producer.init_transactions(INIT_TIMEOUT_S)
+        self._retired = False  # the producer must be replaced before the next transaction
+        self._initialised = True
 
-    def _renew(self) -> None:
-        # A fatal error (e.g. fenced by a newer instance with our transactional.id) ends this producer.
-        log.warning("recreating the transactional producer after a fatal error")
-        self.producer = self._make_producer()
-        self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
+    def _retire(self, reason: str) -> None:
+        if not self._retired:
+            log.warning("recreating the transactional producer", extra=fields(reason=reason))
+        self._retired = True
 
-    def _abort(self, reason: str) -> CommitFailed:
-        TRANSACTION_ABORTS.inc()
-        COMMIT_FAILURES.inc()
-        KAFKA_ERRORS.inc()
-        fatal = False
+    def recover(self) -> None:
+        """A new producer after a fatal error or a failed abort, then init_transactions.
+
+        With the same transactional.id, init_transactions bumps the epoch: the old producer is
+        fenced and the coordinator completes (if it was prepared) or aborts its transaction, so
+        the committed offsets read after this are the final ones."""
+        if not self._retired and self._initialised:
+            return
         try:
-            self.producer.abort_transaction(TRANSACTION_TIMEOUT_S)
+            if self._retired:
+                self._initialised = False
+                self.producer = self._make_producer()  # the old one is destroyed with its last reference
+                self._retired = False
+            self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
+            self._initialised = True
         except KafkaException as exc:
             error = _error_of(exc)
-            fatal = error is None or error.fatal()
-        if fatal:
-            self._renew()
-        return CommitFailed(reason, fatal)
+            fatal = error is not None and error.fatal()
+            if fatal:
+                self._retire(f"init_transactions: {_describe(exc)}")
+            KAFKA_ERRORS.inc()
+            raise CommitFailed(
+                f"transactional producer not ready: {_describe(exc)}",
+                fatal=fatal,
+                code=error.code() if error is not None else None,
+            ) from None
+
+    def _fail(self, exc: KafkaException, committing: bool) -> CommitFailed:
+        """Turn a failed step into CommitFailed, leaving the producer ready for the next batch."""
+        COMMIT_FAILURES.inc()
+        KAFKA_ERRORS.inc()
+        error = _error_of(exc)
+        code = error.code() if error is not None else None
+        detail = _describe(exc)
+        if error is not None and error.fatal():
+            self._retire(f"fatal: {detail}")
+            return CommitFailed(f"fatal transaction error: {detail}", True, committing, code)
+        TRANSACTION_ABORTS.inc()
+        try:
+            self.producer.abort_transaction(TRANSACTION_TIMEOUT_S)
+        except KafkaException as abort_exc:
+            # Broker away, or a commit in flight (abort is not allowed then): only a new producer
+            # gets out of this state without waiting for the old transaction to time out.
+            self._retire(f"abort failed: {_describe(abort_exc)}")
+        return CommitFailed(f"transaction aborted: {detail}", False, committing, code)
 
     def _transaction(self, outputs: Sequence[Output], offsets: list[TopicPartition], consumer: Any) -> None:
+        self.recover()
         self._delivery_errors.clear()
+        committing = False
         try:
             self.producer.begin_transaction()  # Step 1
             self._produce(outputs)  # Step 2
@@ -119,18 +199,15 @@ class TransactionalCommitter(_Base):
                 self.producer.send_offsets_to_transaction(  # Step 3
                     offsets, consumer.consumer_group_metadata(), TRANSACTION_TIMEOUT_S
                 )
+            committing = True
             self._commit()  # Step 4
         except KafkaException as exc:
-            error = _error_of(exc)
-            if error is not None and error.fatal():
-                COMMIT_FAILURES.inc()
-                KAFKA_ERRORS.inc()
-                self._renew()
-                raise CommitFailed(f"fatal transaction error: {error.str()}", fatal=True) from None
-            raise self._abort(f"transaction aborted: {exc}") from None
+            raise self._fail(exc, committing) from None
         if self._delivery_errors:
-            # Cannot happen after a successful commit, but never trust it silently.
-            raise CommitFailed(f"delivery failed: {self._delivery_errors[0]}")
+            # commit_transaction succeeded, which it does only once every record is delivered; a
+            # report saying otherwise is trusted neither way: let the caller read the offsets.
+            COMMIT_FAILURES.inc()
+            raise CommitFailed(f"delivery failed: {self._delivery_errors[0]}", maybe_committed=True)
         COMMITS.inc()
 
     def _commit(self) -> None:

@@ -20,7 +20,7 @@ from consumer.avro import Codec
 from consumer.model import Decision, Invalid, LeadEvent, SourceRecord
 from consumer.publish import Output, OutputCodecs
 from consumer.reasons import DeadLetterReason
-from consumer.state.codec import decode_decision, decode_state, encode_decision
+from consumer.state.codec import decode_journal, decode_state, encode_journal
 from consumer.state.store import StateStore, Write
 from consumer.state.transition import plan_write
 from consumer.validate import validate
@@ -72,6 +72,7 @@ class BatchProcessor:
         self._windows = windows
         self._decoder = decoder
         self._codecs = codecs
+        self._settings_topic = codecs.settings.attributed_topic
         self._clock = clock
 
     def process(self, sources: Sequence[SourceRecord]) -> BatchResult:
@@ -83,6 +84,7 @@ class BatchProcessor:
                 by_cid[item.customer_external_id].append(index)
 
         decisions: dict[int, Decision] = {}
+        records: dict[int, bytes] = {}  # attributed record bytes, encoded once, journaled and published
         result = BatchResult()
         todo = dict(by_cid)
         for _ in range(MAX_CONFLICT_RETRIES):
@@ -97,13 +99,21 @@ class BatchProcessor:
                 state, journal = old, {}
                 for i in indexes:
                     name = journal_field(sources[i])
-                    if name in snapshot.journal:
-                        decisions[i] = decode_decision(snapshot.journal[name])  # replay: decided before
+                    if name in snapshot.journal:  # replay: decided before, re-emit the same
+                        decisions[i], record = decode_journal(
+                            snapshot.journal[name], self._codecs.decode_attributed
+                        )
+                        if record is not None:
+                            records[i] = record
                         continue
                     event = parsed[i]
                     assert isinstance(event, LeadEvent)
-                    state, decisions[i] = attribute(state, event, now_ms, self._windows)
-                    journal[name] = encode_decision(decisions[i])
+                    state, decision = attribute(state, event, now_ms, self._windows)
+                    record = None
+                    if decision.attributed is not None:
+                        record = records[i] = self._codecs.attributed_output(decision.attributed, None).value
+                    decisions[i] = decision
+                    journal[name] = encode_journal(decision, record)
                 write = plan_write(cid, snapshot.blob, old, state, journal)
                 if write is not None:
                     writes.append(write)
@@ -123,11 +133,13 @@ class BatchProcessor:
             item = parsed[index]
             outcome: Decision | Invalid = decisions[index] if isinstance(item, LeadEvent) else item
             result.decisions.append(outcome)
-            result.outputs.extend(self._outputs(source, outcome, now_ms))
+            result.outputs.extend(self._outputs(source, outcome, now_ms, records.get(index)))
             result.offsets[(source.topic, source.partition)] = source.offset + 1
         return result
 
-    def _outputs(self, source: SourceRecord, outcome: Decision | Invalid, now_ms: int) -> list[Output]:
+    def _outputs(
+        self, source: SourceRecord, outcome: Decision | Invalid, now_ms: int, record: bytes | None
+    ) -> list[Output]:
         if isinstance(outcome, Invalid):
             return [self._codecs.dead_letter_output(source, outcome.reason, outcome.detail, now_ms)]
         if outcome.dead_letter is not None:
@@ -137,5 +149,13 @@ class BatchProcessor:
                 )
             ]
         if outcome.attributed is not None:
-            return [self._codecs.attributed_output(outcome.attributed, source.timestamp_ms)]
+            assert record is not None
+            return [
+                Output(
+                    self._settings_topic,
+                    outcome.attributed.customer_external_id.encode(),
+                    record,
+                    source.timestamp_ms,
+                )
+            ]
         return []

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer.avro import Codec, SchemaRegistry
 from consumer.config import Settings
 from consumer.model import AttributedLead, SourceRecord, UnlinkedLead
-from consumer.reasons import DeadLetterReason
+from consumer.reasons import DeadLetterReason, Mode
+
+
+def _millis(value: datetime | None) -> int | None:
+    # fastavro reads timestamp-millis as aware datetimes; integer arithmetic keeps them exact.
+    if value is None:
+        return None
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +64,25 @@ class OutputCodecs:
             lead.customer_external_id.encode(),
             self.attributed.encode(record),
             source_timestamp_ms,
+        )
+
+    def decode_attributed(self, value: bytes) -> AttributedLead:
+        """The inverse of attributed_output, for decisions replayed from the journal."""
+        r = self.attributed.decode(value)
+        return AttributedLead(
+            lead_id=r["leadId"],
+            customer_external_id=r["customerExternalId"],
+            click_id=r["clickId"],
+            event_name=r["eventName"],
+            mode=Mode(r["mode"]),
+            verification_event_name=r["verificationEventName"],
+            customer_name=r["customerName"],
+            customer_email=r["customerEmail"],
+            customer_avatar=r["customerAvatar"],
+            metadata=r["metadata"],
+            event_timestamp_ms=_millis(r["eventTimestamp"]),
+            verified_timestamp_ms=_millis(r["verifiedTimestamp"]),
+            attributed_at_ms=_millis(r["attributedAt"]) or 0,
         )
 
     def unlinked_output(self, lead: UnlinkedLead) -> Output:

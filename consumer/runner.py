@@ -3,6 +3,19 @@
 Processing is synchronous: a batch is fully committed (or aborted and rewound) before the next
 consume() call. Rebalance callbacks only run inside consume(), so when partitions are revoked
 there is never a batch in hand, and nothing to finish or abort: what was committed is committed.
+
+Faults, and what the loop does about them (never skipping a batch):
+  Redis unreachable or failing   the batch is processed again with backoff (0.2 s .. 5 s) until it
+                                 succeeds; readiness reports it; SIGTERM abandons the batch
+                                 (rewound, nothing was published) after a few tries.
+  commit aborted                 seek back to the batch's first offsets and process it again: the
+                                 Redis journal makes the replay publish the same records.
+  commit outcome unknown         (commit_transaction failed, e.g. during a broker restart) ask the
+                                 group coordinator for the committed offsets, retrying until it
+                                 answers, and resume from them: replaying a batch that was in fact
+                                 committed would publish it twice (Runner._settle).
+  broker unreachable             consume() returns nothing; readiness reports it, once.
+Each health state change is logged once, when it changes.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumer import metrics
 from consumer.commit import CommitFailed, Committer
@@ -34,8 +47,20 @@ log = logging.getLogger(__name__)
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 5.0
 COUNTS_INTERVAL_S = 5.0
+# Asking the group coordinator for committed offsets, per try (Runner._settle).
+SETTLE_TIMEOUT_S = 5.0
 # librdkafka error codes that mean "the broker is unreachable", as opposed to a bad record.
 _BROKER_DOWN = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT}
+# Codes of a failed commit that also mean the broker (or its coordinator) is away or restarting.
+_BROKER_AWAY = _BROKER_DOWN | {
+    KafkaError._TIMED_OUT,
+    KafkaError._WAIT_COORD,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION,
+}
 
 
 class Runner:
@@ -179,13 +204,61 @@ class Runner:
         try:
             self.committer.commit_batch(result.outputs, result.offsets, self.consumer)
         except CommitFailed as failure:
+            if failure.code in _BROKER_AWAY:
+                self._set_kafka(False, str(failure))
+            if not failure.maybe_committed:
+                log.warning(
+                    "batch not committed, replaying it", extra=fields(error=str(failure), fatal=failure.fatal)
+                )
+                self._rewind(sources)
+                return
             log.warning(
-                "batch not committed, replaying it", extra=fields(error=str(failure), fatal=failure.fatal)
+                "batch commit outcome unknown, reading the committed offsets",
+                extra=fields(error=str(failure), fatal=failure.fatal),
             )
-            self._rewind(sources)
-            return
+            committed = self._settle(result)
+            if committed is None:
+                return  # stopping first: whoever owns the partitions next starts from the committed offsets
+            if any(committed.get(tp, -1) < end for tp, end in result.offsets.items()):
+                log.warning("batch not committed, replaying it", extra=fields(error=str(failure)))
+                self._rewind(sources, committed)
+                return
+            log.info("batch was committed after all", extra=fields(records=len(sources)))
+        self._set_kafka(True)
         self.store.forget_journal(result.journal)
         self._record(sources, result, started)
+
+    def _settle(self, result: BatchResult) -> dict[tuple[str, int], int] | None:
+        """The group's committed offsets for the batch's partitions, after a commit whose outcome is
+        unknown; None if a stop is requested before the coordinator answers.
+
+        committer.recover() first: a new producer with the same transactional.id makes the
+        coordinator finish the old transaction (commit it if it was prepared, else abort it), and
+        a read_committed consumer's committed() waits for pending transactional offsets
+        (KIP-447), so the answer is final, not a snapshot taken mid-commit."""
+        partitions = [TopicPartition(topic, partition) for topic, partition in result.offsets]
+        backoff = BACKOFF_START_S
+        while True:
+            self.health.beat()
+            problem = ""
+            try:
+                self.committer.recover()
+                answer = self.consumer.committed(partitions, timeout=SETTLE_TIMEOUT_S)
+                failed = [tp for tp in answer if tp.error is not None]
+                if not failed:
+                    return {(tp.topic, tp.partition): tp.offset for tp in answer}
+                problem = str(failed[0].error)
+            except CommitFailed as failure:
+                problem = str(failure)
+            except KafkaException as exc:
+                problem = str(exc)
+            metrics.KAFKA_ERRORS.inc()
+            self._set_kafka(False, problem)
+            if self.stop_requested:
+                log.warning("stopping before the commit outcome was known; the next owner reads it")
+                return None
+            time.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _process_with_retry(self, sources: list[SourceRecord]) -> BatchResult | None:
         backoff = BACKOFF_START_S
@@ -194,11 +267,9 @@ class Runner:
                 result = self.processor.process(sources)
                 self._set_redis(True)
                 return result
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError) as error:
-                metrics.REDIS_ERRORS.inc()
-                self._set_redis(False, error)
-            except (redis.ResponseError, ConflictError) as error:
-                # e.g. MISCONF/OOM from Redis: retrying is right, skipping input never is.
+            except (redis.RedisError, ConflictError, OSError) as error:
+                # Unreachable, restarting (LOADING), MISCONF/OOM, read-only replica, or a customer's
+                # state changing under us: retrying is right, skipping input never is.
                 metrics.REDIS_ERRORS.inc()
                 self._set_redis(False, error)
             if self._stop_overdue() or (self.stop_requested and backoff >= BACKOFF_MAX_S):
@@ -208,12 +279,17 @@ class Runner:
             time.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    def _rewind(self, sources: list[SourceRecord]) -> None:
-        """Seek back to the batch's first offsets, so the batch is consumed and processed again."""
+    def _rewind(
+        self, sources: list[SourceRecord], committed: dict[tuple[str, int], int] | None = None
+    ) -> None:
+        """Seek back to the batch's first offsets, so the batch is consumed and processed again;
+        or, when known, to the committed offsets (which are authoritative)."""
         first: dict[tuple[str, int], int] = {}
         for source in sources:
             first.setdefault((source.topic, source.partition), source.offset)
-        for (topic, partition), offset in first.items():
+        for (topic, partition), start in first.items():
+            known = (committed or {}).get((topic, partition), -1)
+            offset = known if known >= 0 else start
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
             except Exception:

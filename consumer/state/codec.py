@@ -7,13 +7,14 @@ leading version byte lets a later release change them and still read what is sto
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastavro import parse_schema
 
 from consumer.avro import decode, encode
 from consumer.model import AttributedLead, Decision
-from consumer.reasons import DeadLetterReason, DuplicateKind, Mode
+from consumer.reasons import DeadLetterReason, DuplicateKind
 from consumer.state.model import EMPTY, CustomerState, HeldVerification, PendingLead
 
 _VERSION = b"\x01"
@@ -75,41 +76,6 @@ STATE_SCHEMA = parse_schema(
     }
 )
 
-DECISION_SCHEMA = parse_schema(
-    {
-        "type": "record",
-        "name": "D",
-        "fields": [
-            {"name": "at", "type": "long"},
-            {"name": "dl", "type": _OPT_STR},
-            {"name": "dt", "type": "string"},
-            {"name": "du", "type": _OPT_STR},
-            {"name": "vd", "type": _OPT_LONG},
-            {
-                "name": "lead",
-                "type": [
-                    "null",
-                    {
-                        "type": "record",
-                        "name": "L",
-                        "fields": [
-                            {"name": "id", "type": "string"},
-                            {"name": "cid", "type": "string"},
-                            {"name": "c", "type": "string"},
-                            {"name": "v", "type": "string"},
-                            {"name": "mo", "type": "string"},
-                            {"name": "vv", "type": _OPT_STR},
-                            *_CUSTOMER,
-                            {"name": "t", "type": _OPT_LONG},
-                            {"name": "vt", "type": _OPT_LONG},
-                        ],
-                    },
-                ],
-            },
-        ],
-    }
-)
-
 
 def _customer(n: str | None, e: str | None, a: str | None, m: Any) -> dict[str, Any]:
     return {"n": n, "e": e, "a": a, "m": dict(m) if m is not None else None}
@@ -166,57 +132,60 @@ def decode_state(blob: bytes | None) -> CustomerState:
     )
 
 
-def encode_decision(decision: Decision) -> bytes:
-    lead = decision.attributed
-    record = {
-        "at": decision.decided_at_ms,
-        "dl": decision.dead_letter.value if decision.dead_letter else None,
-        "dt": decision.detail,
-        "du": decision.duplicate.value if decision.duplicate else None,
-        "vd": decision.verification_delay_ms,
-        "lead": None
-        if lead is None
-        else {
-            "id": lead.lead_id,
-            "cid": lead.customer_external_id,
-            "c": lead.click_id,
-            "v": lead.event_name,
-            "mo": lead.mode.value,
-            "vv": lead.verification_event_name,
-            **_customer(lead.customer_name, lead.customer_email, lead.customer_avatar, lead.metadata),
-            "t": lead.event_timestamp_ms,
-            "vt": lead.verified_timestamp_ms,
-        },
-    }
-    return _VERSION + encode(DECISION_SCHEMA, record)
+# Journal entries: what the rules decided for one input record, until its batch is committed.
+# An attributed decision stores the AttributedLead record bytes exactly as published, so a replay
+# re-publishes them byte for byte and the normal path pays no second encoding. Layout:
+#   version, kind, then "\x00"-separated fields; for "A" the last field is the raw record bytes.
+_JOURNAL_VERSION = b"\x02"
+_SEP = b"\x00"
 
 
-def decode_decision(blob: bytes) -> Decision:
-    if blob[:1] != _VERSION:
+def encode_journal(decision: Decision, lead_record: bytes | None) -> bytes:
+    at = str(decision.decided_at_ms).encode()
+    if decision.attributed is not None:
+        assert lead_record is not None, "an attributed decision is journaled with its record bytes"
+        delay = (
+            b"" if decision.verification_delay_ms is None else str(decision.verification_delay_ms).encode()
+        )
+        return _JOURNAL_VERSION + b"A" + at + _SEP + delay + _SEP + lead_record
+    if decision.dead_letter is not None:
+        return (
+            _JOURNAL_VERSION
+            + b"X"
+            + at
+            + _SEP
+            + decision.dead_letter.value.encode()
+            + _SEP
+            + decision.detail.encode()
+        )
+    if decision.duplicate is not None:
+        return _JOURNAL_VERSION + b"U" + at + _SEP + decision.duplicate.value.encode()
+    return _JOURNAL_VERSION + b"N" + at
+
+
+def decode_journal(
+    blob: bytes, decode_lead: Callable[[bytes], AttributedLead]
+) -> tuple[Decision, bytes | None]:
+    """(decision, the attributed record's bytes or None)."""
+    if blob[:1] != _JOURNAL_VERSION:
         raise ValueError(f"unknown journal encoding version {blob[:1]!r}")
-    raw = decode(DECISION_SCHEMA, blob[1:])
-    lead = raw["lead"]
-    return Decision(
-        attributed=None
-        if lead is None
-        else AttributedLead(
-            lead_id=lead["id"],
-            customer_external_id=lead["cid"],
-            click_id=lead["c"],
-            event_name=lead["v"],
-            mode=Mode(lead["mo"]),
-            verification_event_name=lead["vv"],
-            customer_name=lead["n"],
-            customer_email=lead["e"],
-            customer_avatar=lead["a"],
-            metadata=lead["m"],
-            event_timestamp_ms=lead["t"],
-            verified_timestamp_ms=lead["vt"],
-            attributed_at_ms=raw["at"],
-        ),
-        dead_letter=DeadLetterReason(raw["dl"]) if raw["dl"] else None,
-        duplicate=DuplicateKind(raw["du"]) if raw["du"] else None,
-        detail=raw["dt"],
-        verification_delay_ms=raw["vd"],
-        decided_at_ms=raw["at"],
-    )
+    kind, body = blob[1:2], blob[2:]
+    if kind == b"A":
+        at, delay, record = body.split(_SEP, 2)
+        return (
+            Decision(
+                attributed=decode_lead(record),
+                verification_delay_ms=int(delay) if delay else None,
+                decided_at_ms=int(at),
+            ),
+            record,
+        )
+    if kind == b"X":
+        at, reason, detail = body.split(_SEP, 2)
+        return Decision(
+            dead_letter=DeadLetterReason(reason.decode()), detail=detail.decode(), decided_at_ms=int(at)
+        ), None
+    if kind == b"U":
+        at, duplicate = body.split(_SEP, 1)
+        return Decision(duplicate=DuplicateKind(duplicate.decode()), decided_at_ms=int(at)), None
+    return Decision(decided_at_ms=int(body)), None

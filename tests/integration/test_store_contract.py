@@ -71,12 +71,12 @@ def test_a_conflicting_write_changes_nothing(store: StateStore) -> None:
     assert store.due(due + 1, 10) == []
 
 
-def test_forgotten_journal_entries_are_gone_after_the_next_round_trip(store: StateStore) -> None:
+def test_forgotten_journal_entries_are_gone_after_the_next_write(store: StateStore) -> None:
     assert store.write([Write("c4", None, b"a", _later(60_000), journal={"0:7": b"d", "0:8": b"e"})]) == [
         True
     ]
     store.forget_journal({"c4": ["0:7"]})
-    store.read({"c5": []})  # the clean-up rides along with the next round trip
+    store.write([])  # the clean-up rides along with the next write (or the sweeper's next round)
     assert store.read({"c4": ["0:7", "0:8"]})["c4"].journal == {"0:8": b"e"}
 
 
@@ -91,6 +91,17 @@ def test_redis_keys_use_the_customer_hash_tag_and_expire(services: None) -> None
     assert 0 < client.pttl(state_key) <= 30_000
     assert 0 < client.pttl(journal_key) <= 60_000
     client.delete(state_key, journal_key)
+
+
+def test_many_customers_in_one_call(store: StateStore) -> None:
+    writes = [
+        Write(f"m{i}", None, f"v{i}".encode(), _later(60_000), journal={f"0:{i}": b"d"}) for i in range(500)
+    ]
+    writes.append(Write("m0", None, b"dup", _later(60_000)))  # same customer again: the first write wins
+    assert store.write(writes) == [True] * 500 + [False]
+    snapshots = store.read({f"m{i}": [f"0:{i}", "9:9"] for i in range(500)})
+    assert all(snapshots[f"m{i}"].blob == f"v{i}".encode() for i in range(500))
+    assert all(snapshots[f"m{i}"].journal == {f"0:{i}": b"d"} for i in range(500))
 
 
 def test_script_is_reloaded_after_redis_forgets_it(services: None) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from consumer.config import Settings
 from consumer.model import AttributedLead, Decision
+from consumer.publish import OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode
-from consumer.state.codec import decode_decision, decode_state, encode_decision, encode_state
+from consumer.state.codec import decode_journal, decode_state, encode_journal, encode_state
 from consumer.state.model import EMPTY, CustomerState, HeldVerification, PendingLead
 
 PENDING = PendingLead(
@@ -44,12 +46,17 @@ def test_pending_lead_encoding_is_compact() -> None:
     assert len(blob) <= payload + 48  # field names are not stored; numbers are varints
 
 
-def test_decision_round_trip() -> None:
+def test_journal_round_trip_keeps_the_published_bytes() -> None:
+    codecs = OutputCodecs(Settings())
     lead = AttributedLead("id", "cid", "k", "e", Mode.DEFERRED, "v", "n", None, None, {"a": "b"}, 1, None, 77)
-    for decision in (
-        Decision(attributed=lead, verification_delay_ms=5, decided_at_ms=77),
-        Decision(dead_letter=DeadLetterReason.DUPLICATE_ATTRIBUTION, detail="locked", decided_at_ms=3),
+    record = codecs.attributed_output(lead, None).value
+    decision = Decision(attributed=lead, verification_delay_ms=5, decided_at_ms=77)
+    assert decode_journal(encode_journal(decision, record), codecs.decode_attributed) == (decision, record)
+    for other in (
+        Decision(
+            dead_letter=DeadLetterReason.DUPLICATE_ATTRIBUTION, detail="locked: a\x00b", decided_at_ms=3
+        ),
         Decision(duplicate=DuplicateKind.DIRECT, decided_at_ms=4),
         Decision(decided_at_ms=9),
     ):
-        assert decode_decision(encode_decision(decision)) == decision
+        assert decode_journal(encode_journal(other, None), codecs.decode_attributed) == (other, None)
