@@ -10,7 +10,6 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from consumer.model import Invalid, LeadEvent
 from consumer.reasons import DeadLetterReason
@@ -61,14 +60,15 @@ def valid_email(value: str) -> bool:
     return len(value) <= MAX_EMAIL and _EMAIL.match(value) is not None
 
 
+# http(s)://[userinfo@]host[:port][/path?query#fragment], no whitespace anywhere. A regex rather
+# than urlsplit: this runs for every event and urlsplit alone cost more than the Avro decode.
+_AVATAR = re.compile(
+    r"^(?i:https?)://(?:[^@/?#\s]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^:/?#\s\[\]@]+)(?::\d{1,5})?(?:[/?#]\S*)?$"
+)
+
+
 def valid_avatar(value: str) -> bool:
-    if len(value) > MAX_AVATAR or any(ch.isspace() for ch in value):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+    return len(value) <= MAX_AVATAR and _AVATAR.match(value) is not None
 
 
 def validate(record: Mapping[str, Any]) -> LeadEvent | Invalid:

@@ -104,3 +104,26 @@ def test_decodes_plain_avro() -> None:
     codec = Codec("lead_event")
     result = parse(codec, SourceRecord("t", 0, 0, None, codec.encode(BASE)))
     assert isinstance(result, LeadEvent) and result.customer_external_id == "cust-1"
+
+
+def test_avatar_urls() -> None:
+    from consumer.validate import valid_avatar  # noqa: PLC0415
+
+    good = [
+        "https://cdn.example.com/a.png",
+        "http://example.com",
+        "HTTPS://Example.com:8443/x?y=1#z",
+        "https://user@host.example/p",
+        "https://[2001:db8::1]/a.png",
+    ]
+    bad = [
+        "https://",
+        "ftp://x.com/a",
+        "https:///path",
+        "https://exa mple.com/",
+        "https://host/a b",
+        "//host/a",
+        "https://:80/",
+    ]
+    assert all(valid_avatar(url) for url in good)
+    assert not any(valid_avatar(url) for url in bad)
