@@ -209,7 +209,9 @@ def _identity(item: Item) -> tuple[str, str, int]:
 
 
 def unlinked(cid: str, item: Item, now_ms: int) -> UnlinkedLead:
-    """The record for an expired item; its leadId is the id the lead would have had."""
+    """The record for an expired item. Its leadId identifies this unlinked record (cid, click,
+    event, reason and deadline): a re-report after a lapsed lease repeats it, a later orphan of the
+    same name gets a new one."""
     if isinstance(item, PendingLead):
         reason, click_id, timestamp = (
             UnlinkedReason.VERIFICATION_EXPIRED,
@@ -219,7 +221,7 @@ def unlinked(cid: str, item: Item, now_ms: int) -> UnlinkedLead:
     else:
         reason, click_id, timestamp = UnlinkedReason.NO_MATCHING_EVENT1, None, item.verified_timestamp_ms
     return UnlinkedLead(
-        lead_id=lead_id(cid, click_id, item.event_name),
+        lead_id=lead_id(cid, click_id, item.event_name, f"{reason.value}:{item.deadline_ms}"),
         customer_external_id=cid,
         reason=reason,
         event_name=item.event_name,

@@ -229,7 +229,10 @@ def test_expiry_claim_and_release() -> None:
     assert release(claimed, items).pending == ()
     record = unlinked(CID, items[0], T0 + 10_000)
     assert record.reason is UnlinkedReason.VERIFICATION_EXPIRED
-    assert (record.click_id, record.lead_id) == ("click-A", lead_id(CID, "click-A", "signup"))
+    assert record.click_id == "click-A"
+    assert record.lead_id == lead_id(CID, "click-A", "signup", f"verification_expired:{T0 + 10_000}")
+    again = unlinked(CID, items[0], T0 + 45_000)  # re-reported after a lapsed lease: same identity
+    assert again.lead_id == record.lead_id
 
 
 def test_orphan_event2_unlinked_record() -> None:
