@@ -43,10 +43,6 @@ class BatchResult:
     write_conflicts: int = 0
 
 
-def journal_field(source: SourceRecord) -> str:
-    return f"{source.partition}:{source.offset}"
-
-
 def parse(decoder: Codec, source: SourceRecord) -> LeadEvent | Invalid:
     try:
         record = decoder.decode(source.value)
@@ -78,6 +74,7 @@ class BatchProcessor:
     def process(self, sources: Sequence[SourceRecord]) -> BatchResult:
         now_ms = int(self._clock() * 1000)
         parsed = [parse(self._decoder, source) for source in sources]
+        names = [f"{source.partition}:{source.offset}" for source in sources]  # journal fields
         by_cid: dict[str, list[int]] = defaultdict(list)
         for index, item in enumerate(parsed):
             if isinstance(item, LeadEvent):
@@ -90,7 +87,7 @@ class BatchProcessor:
         for _ in range(MAX_CONFLICT_RETRIES):
             if not todo:
                 break
-            fields = {cid: [journal_field(sources[i]) for i in indexes] for cid, indexes in todo.items()}
+            fields = {cid: [names[i] for i in indexes] for cid, indexes in todo.items()}
             snapshots = self._store.read(fields)
             writes: list[Write] = []
             for cid, indexes in todo.items():
@@ -98,7 +95,7 @@ class BatchProcessor:
                 old = decode_state(snapshot.blob)
                 state, journal = old, {}
                 for i in indexes:
-                    name = journal_field(sources[i])
+                    name = names[i]
                     if name in snapshot.journal:  # replay: decided before, re-emit the same
                         decisions[i], record = decode_journal(
                             snapshot.journal[name], self._codecs.decode_attributed
@@ -126,9 +123,7 @@ class BatchProcessor:
                 f"state of {len(todo)} customers kept changing during {MAX_CONFLICT_RETRIES} tries"
             )
 
-        result.journal = {
-            cid: [journal_field(sources[i]) for i in indexes] for cid, indexes in by_cid.items()
-        }
+        result.journal = {cid: [names[i] for i in indexes] for cid, indexes in by_cid.items()}
         for index, source in enumerate(sources):
             item = parsed[index]
             outcome: Decision | Invalid = decisions[index] if isinstance(item, LeadEvent) else item

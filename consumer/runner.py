@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -49,6 +51,15 @@ BACKOFF_MAX_S = 5.0
 COUNTS_INTERVAL_S = 5.0
 # Asking the group coordinator for committed offsets, per try (Runner._settle).
 SETTLE_TIMEOUT_S = 5.0
+# A transactional call blocked this long means the broker is away (a commit takes milliseconds);
+# librdkafka may block for the whole outage, so a watchdog thread reports it to readiness.
+KAFKA_STALL_S = 5.0
+# While such a call waits for the broker (up to socket.timeout.ms, 60 s by default, plus the abort
+# after it), the loop is not stuck: liveness is kept up to this bound. A restart would not bring the
+# broker back, only crash-loop on init_transactions until it is.
+KAFKA_CALL_LIVENESS_S = 180.0
+# Statistics older than this were queued while the loop was blocked: they describe the past.
+STATS_STALE_S = 3.0
 # librdkafka error codes that mean "the broker is unreachable", as opposed to a bad record.
 _BROKER_DOWN = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT}
 # Codes of a failed commit that also mean the broker (or its coordinator) is away or restarting.
@@ -96,6 +107,8 @@ class Runner:
         self.stop_requested = 0.0  # monotonic time of the first SIGTERM, 0 while running
         self._next_sweep = 0.0
         self._next_counts = 0.0
+        self._kafka_call_since = 0.0  # monotonic start of the blocking Kafka call in progress, 0 if none
+        self._state_lock = threading.Lock()  # the watchdog thread changes the Kafka state too
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -117,6 +130,7 @@ class Runner:
             [self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         self.health.started = self.health.subscribed = True
+        threading.Thread(target=self._watch_kafka_calls, name="kafka-call-watchdog", daemon=True).start()
         log.info("consumer started", extra=fields(topic=self.input_topic, batch_size=self.batch_size))
         try:
             while not self.stop_requested:
@@ -202,7 +216,8 @@ class Runner:
             self._rewind(sources)  # stopping during an outage: abandon the batch, nothing was published
             return
         try:
-            self.committer.commit_batch(result.outputs, result.offsets, self.consumer)
+            with self._kafka_call():
+                self.committer.commit_batch(result.outputs, result.offsets, self.consumer)
         except CommitFailed as failure:
             if failure.code in _BROKER_AWAY:
                 self._set_kafka(False, str(failure))
@@ -242,8 +257,9 @@ class Runner:
             self.health.beat()
             problem = ""
             try:
-                self.committer.recover()
-                answer = self.consumer.committed(partitions, timeout=SETTLE_TIMEOUT_S)
+                with self._kafka_call():
+                    self.committer.recover()
+                    answer = self.consumer.committed(partitions, timeout=SETTLE_TIMEOUT_S)
                 failed = [tp for tp in answer if tp.error is not None]
                 if not failed:
                     return {(tp.topic, tp.partition): tp.offset for tp in answer}
@@ -334,7 +350,8 @@ class Runner:
             claimed = self.sweeper.claim_due()
             if claimed.leads:
                 outputs = [self.codecs.unlinked_output(lead) for lead in claimed.leads]
-                self.committer.publish(outputs)
+                with self._kafka_call():
+                    self.committer.publish(outputs)
                 self.sweeper.release(claimed)
                 for lead in claimed.leads:
                     metrics.UNLINKED.labels(reason=lead.reason.value).inc()
@@ -365,13 +382,39 @@ class Runner:
         metrics.REDIS_UP.set(1 if ok else 0)
 
     def _set_kafka(self, ok: bool, detail: str = "") -> None:
-        if ok != self.health.kafka_ok:
-            if ok:
-                log.info("kafka broker reachable again")
-            else:
-                log.error("kafka broker unreachable", extra=fields(error=detail))
-        self.health.kafka_ok = ok
-        metrics.KAFKA_UP.set(1 if ok else 0)
+        with self._state_lock:
+            if ok != self.health.kafka_ok:
+                if ok:
+                    log.info("kafka broker reachable again")
+                else:
+                    log.error("kafka broker unreachable", extra=fields(error=detail))
+            self.health.kafka_ok = ok
+            metrics.KAFKA_UP.set(1 if ok else 0)
+
+    @contextmanager
+    def _kafka_call(self) -> Iterator[None]:
+        """Marks a call that may block while the broker is away (see _watch_kafka_calls)."""
+        self._kafka_call_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._kafka_call_since = 0.0
+
+    def _watch_kafka_calls(self) -> None:
+        """Daemon thread: the run loop cannot report an outage while librdkafka blocks it in a
+        transactional call (for as long as the broker is away, whatever the call's timeout), so
+        readiness is updated from here, and liveness kept while the wait is plausible. A call
+        blocked past KAFKA_CALL_LIVENESS_S is a stuck loop: liveness then fails, as it should."""
+        while True:
+            time.sleep(0.5)
+            since = self._kafka_call_since
+            if not since:
+                continue
+            blocked = time.monotonic() - since
+            if blocked > KAFKA_STALL_S and self.health.kafka_ok:
+                self._set_kafka(False, f"a Kafka call is blocked for over {KAFKA_STALL_S:.0f}s")
+            if blocked < KAFKA_CALL_LIVENESS_S:
+                self.health.beat()
 
     def _kafka_error(self, error: KafkaError) -> None:
         metrics.KAFKA_ERRORS.inc()
@@ -388,6 +431,8 @@ class Runner:
         stats = json.loads(stats_json)
         for partition, lag in partition_lag(stats, self.input_topic).items():
             metrics.CONSUMER_LAG.labels(partition=partition).set(lag)
+        if time.time() - stats.get("time", 0) > STATS_STALE_S:
+            return  # queued while the loop was blocked: the broker state it shows is history
         brokers = stats.get("brokers", {}).values()
         if any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0):
             self._set_kafka(True)

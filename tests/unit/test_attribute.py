@@ -206,6 +206,21 @@ def test_early_event2_joined_by_event1_uses_both() -> None:
     assert state.held == () and state.is_done("signup", T0 + 11)
 
 
+def test_lead_id_is_a_standard_uuid5() -> None:
+    import uuid  # noqa: PLC0415
+
+    from consumer.model import LEAD_ID_NAMESPACE  # noqa: PLC0415
+
+    for parts in [
+        ("cust-1", "click", "signup", ""),
+        ("ü", "", "e", "verification_expired:5"),
+        ("a", "b", "c", ""),
+    ]:
+        cid, click, event, reason = parts
+        name = "".join(f"{len(p)}:{p}" for p in parts)
+        assert lead_id(cid, click or None, event, reason) == str(uuid.uuid5(LEAD_ID_NAMESPACE, name))
+
+
 def test_lead_id_is_deterministic_and_distinguishes_parts() -> None:
     assert lead_id("a", "b", "c") == lead_id("a", "b", "c")
     assert lead_id("a", "b", "c") != lead_id("a", "bc", "")
