@@ -37,6 +37,10 @@ def consumer_config(config: Config, runner_callbacks: dict[str, Any]) -> dict[st
         # Inputs produced in transactions must be read only once committed.
         "isolation.level": "read_committed",
         "statistics.interval.ms": STATS_INTERVAL_MS,
+        # librdkafka prefetches up to 64 MB per consumer by default; a few batches ahead is enough
+        # and keeps the process under its memory budget (make bench: peak RSS 158 -> 108 MB).
+        "queued.min.messages": 5000,
+        "queued.max.messages.kbytes": 16384,
         "logger": _librdkafka_logger("consumer"),
         **config.kafka_extra,
         **runner_callbacks,
