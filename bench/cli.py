@@ -1,0 +1,282 @@
+"""`python -m bench`: run the measurements, print the table, write report.json and bench.png."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench import phases, report
+from bench.kafka_io import delete_topics
+from bench.services import REPO, Services
+from bench.workload import Workload, check_encoding, generate
+
+ALL_PHASES = ("eos", "alo", "two", "latency", "memory")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000, help="events per throughput phase (200,000)")
+    parser.add_argument("--batch-size", type=int, default=2000, help="LEADS_BATCH_SIZE (2000)")
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=int,
+        default=None,
+        help="LEADS_BATCH_WAIT_MS for all phases (consumer default)",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=5000, help="offered events/s in the latency phase (5000)"
+    )
+    parser.add_argument(
+        "--latency-seconds", type=float, default=20, help="measured seconds of offered load (20)"
+    )
+    parser.add_argument(
+        "--latency-waits",
+        default="default,10",
+        help="LEADS_BATCH_WAIT_MS values, one latency run each; 'default' = the consumer's own (default,10)",
+    )
+    parser.add_argument(
+        "--pending",
+        type=int,
+        default=10_000,
+        help="pending leads of the small memory run; the large run has 10x, both read 10x records (10,000)",
+    )
+    parser.add_argument(
+        "--phases", default=",".join(ALL_PHASES), help=f"comma-separated subset of {','.join(ALL_PHASES)}"
+    )
+    parser.add_argument(
+        "--consumer-env",
+        action="append",
+        default=[],
+        metavar="LEADS_X=VALUE",
+        help="extra consumer setting for every phase (repeatable), e.g. LEADS_KAFKA_QUEUED_MAX_MESSAGES_KBYTES=16384",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("cpu", "wall"),
+        help="sample the exactly_once consumer with py-spy (cpu: on-CPU only; wall: waits included)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "bench-results", help="results folder (bench-results)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the bench's topics and Redis keys afterwards"
+    )
+    parser.add_argument(
+        "--keep-services",
+        action="store_true",
+        help="leave Kafka and Redis running even if the bench started them",
+    )
+    return parser
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "consumer"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() + ("+dirty-consumer" if dirty.stdout.strip() else "")
+
+
+def _run_phase(result: dict[str, Any], label: str, run: Callable[[], dict[str, Any]]) -> None:
+    """A phase that fails (a consumer that crashed, a broker that went away) is reported as such;
+    the other phases still run and the report is still written."""
+    try:
+        result["phases"].append(run())
+    except Exception as error:
+        print(f"bench: {label} failed: {type(error).__name__}: {error}", flush=True)
+        result["phases"].append({"phase": label, "error": f"{type(error).__name__}: {error}"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pipeline"]:
+        from bench import pipeline  # noqa: PLC0415
+
+        return pipeline.main(argv[1:])
+    if argv[:1] == ["floor"]:
+        from bench import floor  # noqa: PLC0415
+
+        return floor.main(argv[1:])
+    args = _parser().parse_args(argv)
+    selected = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = sorted(set(selected) - set(ALL_PHASES))
+    if unknown:
+        print(f"bench: unknown phase(s) {unknown}; choose from {ALL_PHASES}")
+        return 2
+    try:
+        waits = [
+            None if w.strip() == "default" else int(w) for w in args.latency_waits.split(",") if w.strip()
+        ]
+    except ValueError:
+        print(f"bench: --latency-waits takes 'default' or integers, got {args.latency_waits!r}")
+        return 2
+    extra_env: dict[str, str] = {}
+    for item in args.consumer_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("LEADS_"):
+            print(f"bench: --consumer-env takes LEADS_NAME=VALUE, got {item!r}")
+            return 2
+        extra_env[name] = value
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex[:8]
+    out: Path = args.out
+    workdir = out / "logs" / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    services = Services.from_env()
+    result: dict[str, Any] = {
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m bench " + " ".join(argv),
+        "revision": _git_revision(),
+        "machine": _machine(),
+        "settings": {
+            "events": args.events,
+            "batch_size": args.batch_size,
+            "batch_wait_ms": args.batch_wait_ms,
+            "rate": args.rate,
+            "latency_seconds": args.latency_seconds,
+            "latency_waits": args.latency_waits,
+            "pending": args.pending,
+            "consumer_env": extra_env,
+            "phases": selected,
+            "kafka": services.bootstrap,
+            "redis": services.redis_url,
+        },
+        "phases": [],
+    }
+
+    # The workload is generated while Kafka starts (tens of seconds when it is not running yet).
+    generated: dict[str, Workload] = {}
+
+    failures: list[BaseException] = []
+
+    def make_workload() -> None:
+        try:
+            workload = generate(args.events)
+            check_encoding(workload)
+            generated["main"] = workload
+        except Exception as error:  # re-raised in the main thread
+            failures.append(error)
+
+    generator = threading.Thread(target=make_workload, name="bench-workload")
+    drains = bool({"eos", "alo", "two"} & set(selected))
+    if drains:
+        generator.start()
+    ctx = phases.Context(
+        services, run_id, workdir, args.batch_size, args.batch_wait_ms, args.keep, extra_env=extra_env
+    )
+    try:
+        services.up()
+        if drains:
+            generator.join()
+            if failures:
+                raise failures[0]
+            workload = generated["main"]
+            topics, info = phases.preload_workload(ctx, "main", workload)
+            result["input"] = info
+            print(
+                f"bench: pre-loaded {info['events']:,} events ({info['avg_value_bytes']} bytes avg) "
+                f"in {info['preload_seconds']} s",
+                flush=True,
+            )
+            for name, label, guarantee, consumers in (
+                ("eos", "throughput_exactly_once", "exactly_once", 1),
+                ("alo", "throughput_at_least_once", "at_least_once", 1),
+                ("two", "throughput_two_consumers", "exactly_once", 2),
+            ):
+                if name in selected:
+                    profile = args.profile if name == "eos" else None
+                    _run_phase(
+                        result,
+                        label,
+                        partial(
+                            phases.throughput,
+                            ctx,
+                            label,
+                            topics,
+                            len(workload),
+                            guarantee,
+                            consumers,
+                            profile=profile,
+                        ),
+                    )
+        if "latency" in selected:
+            for wait in waits:
+                label = "latency" if wait is None else f"latency_wait_{wait}ms"
+                _run_phase(
+                    result,
+                    label,
+                    partial(phases.latency, ctx, label, args.rate, args.latency_seconds, batch_wait_ms=wait),
+                )
+        if "memory" in selected:
+            # Both runs read the same number of input records; only the pending leads differ (10x).
+            events = 10 * args.pending
+            for label, leads in (("pending_small", args.pending), ("pending_large", 10 * args.pending)):
+                _run_phase(result, label, partial(phases.pending_memory, ctx, label, leads, events))
+    finally:
+        if not args.keep:
+            delete_topics(services.bootstrap, ctx.topics)
+        if not args.keep_services:
+            services.down()
+
+    result["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["seconds"] = round(time.monotonic() - started, 1)
+    result["redis_prefixes"] = ctx.prefixes
+    all_rows = report.rows(result)
+    result["table"] = [r.as_dict() for r in all_rows]
+    report.write_json(result, out / "report.json")
+    report.chart(result, out / "bench.png")
+    print()
+    print(report.table(all_rows))
+    details = report.details_text(result)
+    if details:
+        print("\n" + details)
+    profile = report.profile_text(result)
+    if profile:
+        print("\n" + profile)
+    print(
+        f"\nload average before {result['machine']['load_before']}, after {result['machine']['load_after']} "
+        f"({result['machine']['cpus']} CPUs); {result['seconds']} s in all"
+    )
+    print(f"report: {out / 'report.json'}, chart: {out / 'bench.png'}, consumer logs: {workdir}")
+    return 1 if any("error" in p for p in result["phases"]) else 0

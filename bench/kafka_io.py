@@ -1,0 +1,219 @@
+"""Kafka side of the bench: fresh topics, a fast pre-loading producer, a paced producer and a
+read_committed reader that timestamps what becomes visible downstream."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from bench.workload import PUBLISHES_NOW, Event
+
+PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class TopicSet:
+    """One phase's topics, consumer group and Redis prefix: phases never see each other's data."""
+
+    name: str
+
+    @property
+    def input(self) -> str:
+        return f"{self.name}.raw"
+
+    @property
+    def attributed(self) -> str:
+        return f"{self.name}.attributed"
+
+    @property
+    def unlinked(self) -> str:
+        return f"{self.name}.unlinked"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.name}.dead-letter"
+
+    def all(self) -> list[str]:
+        return [self.input, self.attributed, self.unlinked, self.dead_letter]
+
+    def env(self, group: str, prefix: str) -> dict[str, str]:
+        return {
+            "LEADS_INPUT_TOPIC": self.input,
+            "LEADS_ATTRIBUTED_TOPIC": self.attributed,
+            "LEADS_UNLINKED_TOPIC": self.unlinked,
+            "LEADS_DEAD_LETTER_TOPIC": self.dead_letter,
+            "LEADS_CONSUMER_GROUP": group,
+            "LEADS_REDIS_PREFIX": prefix,
+        }
+
+
+def create_topics(bootstrap: str, names: Sequence[str], partitions: int = PARTITIONS) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+    )
+    for future in futures.values():
+        future.result(30)
+    # Metadata propagates asynchronously even on one broker: wait until every topic is visible.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        known = admin.list_topics(timeout=5).topics
+        if all(n in known and len(known[n].partitions) == partitions for n in names):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"topics not visible after 30 s: {list(names)}")
+
+
+def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
+    if not names:
+        return
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics(list(names), operation_timeout=30).values():
+        try:
+            future.result(30)
+        except Exception as error:
+            print(f"bench: could not delete a topic: {error}", flush=True)
+
+
+def _producer(bootstrap: str, **extra: Any) -> Any:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            **extra,
+        }
+    )
+
+
+def preload(bootstrap: str, topic: str, events: Sequence[Event]) -> float:
+    """Produce everything as fast as the broker takes it (big lz4 batches); returns the seconds taken."""
+    producer = _producer(
+        bootstrap,
+        **{
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        },
+    )
+    failures: list[str] = []
+
+    def on_delivery(error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            failures.append(error.str())
+
+    started = time.monotonic()
+    for event in events:
+        while True:
+            try:
+                producer.produce(topic, value=event.value, key=event.key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    remaining = producer.flush(120)
+    if remaining or failures:
+        raise RuntimeError(f"pre-load failed: {remaining} undelivered, {failures[:1]}")
+    return time.monotonic() - started
+
+
+@dataclass
+class PacedRun:
+    sent: int = 0
+    seconds: float = 0.0
+    # key -> input record timestamp (ms) of the event that makes the consumer publish for that key
+    sent_ms: dict[bytes, int] = field(default_factory=dict)
+    expected_outputs: int = 0
+    max_behind: int = 0  # worst shortfall against the schedule, in events
+
+
+def paced_produce(
+    bootstrap: str, topic: str, events: Sequence[Event], rate: float, duration_s: float
+) -> PacedRun:
+    """Offer ``rate`` events/s for ``duration_s`` seconds, as product services would (linger 5 ms).
+
+    Each record carries an explicit CreateTime taken at produce(); that is the start of its
+    end-to-end latency. Sends are scheduled against the clock, so a slow consumer cannot slow the
+    offered load down (an open-loop load generator, no coordinated omission).
+    """
+    producer = _producer(bootstrap, **{"linger.ms": 5})
+    run = PacedRun()
+    total = min(len(events), int(rate * duration_s))
+    started = time.monotonic()
+    while run.sent < total:
+        due = min(total, int((time.monotonic() - started) * rate) + 1)
+        run.max_behind = max(run.max_behind, due - run.sent - 1)
+        while run.sent < due:
+            event = events[run.sent]
+            now_ms = int(time.time() * 1000)
+            try:
+                producer.produce(topic, value=event.value, key=event.key, timestamp=now_ms)
+            except BufferError:
+                producer.poll(0.01)
+                continue
+            if event.kind in PUBLISHES_NOW:
+                run.sent_ms[event.key] = now_ms
+            run.sent += 1
+        producer.poll(0)
+        time.sleep(0.002)
+    run.seconds = time.monotonic() - started
+    producer.flush(30)
+    run.expected_outputs = len(run.sent_ms)
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    key: bytes
+    record_ms: int  # the output record's timestamp (CreateTime set by the consumer's producer)
+    visible_ms: int  # wall clock when this read_committed reader received it
+
+
+class OutputReader:
+    """Reads output topics with isolation.level=read_committed in a background thread, noting
+    when each record became visible: what an analytics pipeline downstream would see."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-reader-{time.time_ns()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 5,
+                "fetch.min.bytes": 1,
+                "enable.partition.eof": False,
+            }
+        )
+        self._consumer.assign(
+            [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(PARTITIONS)]
+        )
+        self.seen: list[Seen] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bench-output-reader", daemon=True)
+
+    def start(self) -> OutputReader:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(1000, 0.05):
+                if message.error() is not None:
+                    continue
+                visible_ms = int(time.time() * 1000)
+                self.seen.append(Seen(message.key() or b"", message.timestamp()[1], visible_ms))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()

@@ -1,0 +1,129 @@
+"""`python -m bench pipeline`: the consumer's CPU cost per event, in-process, without Kafka.
+
+Feeds the bench workload through consumer.pipeline.BatchProcessor (decode, validate, attribute,
+state codec, output encoding) in batches, with the in-memory store or the real Redis store, plus
+what the run loop does per batch after the commit (metrics), and reports microseconds of CPU per
+event. With --profile it runs under cProfile and prints where the time goes. Kafka I/O is left
+out on purpose: this is the part that is Python, and the part the consumer can change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from bench.services import Services
+from bench.workload import generate
+from consumer.attribute import Windows
+from consumer.avro import Codec
+from consumer.config import Settings
+from consumer.model import SourceRecord
+from consumer.pipeline import BatchProcessor
+from consumer.publish import OutputCodecs
+from consumer.state.memory import InMemoryStore
+from consumer.state.store import RedisStore, StateStore
+
+WINDOWS = Windows(pending_ttl_ms=604_800_000, orphan_grace_ms=300_000, dedupe_ttl_ms=604_800_000)
+
+
+def sources(events: int, partitions: int = 6) -> list[SourceRecord]:
+    workload = generate(events)
+    offsets = [0] * partitions
+    records = []
+    now_ms = int(time.time() * 1000)
+    for event in workload.events:
+        partition = zlib.crc32(event.key) % partitions
+        records.append(
+            SourceRecord("bench.raw", partition, offsets[partition], event.key, event.value, now_ms)
+        )
+        offsets[partition] += 1
+    return records
+
+
+def _store(kind: str, services: Services) -> tuple[StateStore, Any]:
+    if kind == "memory":
+        return InMemoryStore(), None
+    prefix = f"bp{time.time_ns() % 10**8}"
+    store = RedisStore.from_url(services.redis_url, prefix, journal_ttl_ms=86_400_000)
+    return store, prefix
+
+
+def run_batches(
+    processor: BatchProcessor, store: StateStore, records: Sequence[SourceRecord], batch: int
+) -> None:
+    from consumer.runner import _count  # noqa: PLC0415 - the run loop's per-decision metrics
+
+    for start in range(0, len(records), batch):
+        result = processor.process(records[start : start + batch])
+        store.forget_journal(result.journal)
+        for decision in result.decisions:
+            _count(decision)
+
+
+def measure(kind: str, records: Sequence[SourceRecord], batch: int, profile: bool) -> dict[str, Any]:
+    services = Services.from_env()
+    store, prefix = _store(kind, services)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    processor = BatchProcessor(store, WINDOWS, Codec("lead_event"), OutputCodecs(settings))
+    profiler = cProfile.Profile() if profile else None
+    wall, cpu = time.perf_counter(), time.process_time()
+    if profiler is not None:
+        profiler.enable()
+    run_batches(processor, store, records, batch)
+    if profiler is not None:
+        profiler.disable()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    result: dict[str, Any] = {
+        "store": kind,
+        "events": len(records),
+        "batch": batch,
+        "cpu_us_per_event": round(1e6 * cpu / len(records), 1),
+        "wall_us_per_event": round(1e6 * wall / len(records), 1),
+        "events_per_cpu_s": round(len(records) / cpu) if cpu else None,
+    }
+    if profiler is not None:
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("cumulative").print_stats(35)
+        stats.sort_stats("tottime").print_stats(25)
+        result["profile"] = out.getvalue()
+    if prefix is not None:
+        client = redis.Redis.from_url(services.redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
+        for i in range(0, len(keys), 5000):
+            client.unlink(*keys[i : i + 5000])
+    return result
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench pipeline", description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--store", choices=("memory", "redis", "both"), default="both")
+    parser.add_argument(
+        "--profile", action="store_true", help="run under cProfile and print the top functions"
+    )
+    args = parser.parse_args(argv)
+    records = sources(args.events)
+    kinds = ("memory", "redis") if args.store == "both" else (args.store,)
+    services = Services.from_env()
+    if "redis" in kinds and not services.redis_ok():
+        print(
+            f"bench pipeline: no Redis on {services.redis_url}; start it with `python -m bench` or services.sh"
+        )
+        return 2
+    for kind in kinds:
+        result = measure(kind, records, args.batch_size, args.profile)
+        profile = result.pop("profile", None)
+        print(result, flush=True)
+        if profile:
+            print(profile)
+    return 0
