@@ -36,7 +36,7 @@ class Context:
     topics: list[str] = field(default_factory=list)  # created, deleted at the end unless keep
     prefixes: dict[str, str] = field(default_factory=dict)  # phase label -> LEADS_REDIS_PREFIX
 
-    def redis(self) -> redis.Redis[bytes]:
+    def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.services.redis_url, socket_timeout=30)
 
     def topic_set(self, label: str) -> TopicSet:
@@ -92,7 +92,7 @@ class Context:
         return deleted
 
 
-def redis_counters(client: redis.Redis[bytes]) -> dict[str, float]:
+def redis_counters(client: redis.Redis) -> dict[str, float]:
     """Redis' own CPU seconds and per-command calls/microseconds (INFO cpu, INFO commandstats)."""
     cpu = client.info("cpu")
     counters = {"cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}

@@ -74,7 +74,7 @@ class StateStore(Protocol):
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis[bytes], prefix: str, journal_ttl_ms: int) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, journal_ttl_ms: int) -> None:
         self._r = client
         self._prefix = prefix
         self._journal_ttl_ms = journal_ttl_ms
@@ -191,16 +191,16 @@ class RedisStore:
 class _Script:
     """EVALSHA with a reload when Redis has forgotten the script (after a restart)."""
 
-    def __init__(self, client: redis.Redis[bytes], name: str) -> None:
+    def __init__(self, client: redis.Redis, name: str) -> None:
         self._r = client
         self._text = resources.files("consumer.state").joinpath(name).read_text()
         self._sha = ""
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
         if not self._sha:
-            self._sha = str(self._r.script_load(self._text))  # type: ignore[no-untyped-call]
+            self._sha = str(self._r.script_load(self._text))
         try:
-            return self._r.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            return self._r.evalsha(self._sha, len(keys), *keys, *args)
         except NoScriptError:
             # Nothing ran: EVALSHA failed before executing, so sending it again is safe.
             self._sha = ""

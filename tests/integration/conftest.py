@@ -42,7 +42,7 @@ def topics(services: None) -> Topics:
 
 
 @pytest.fixture
-def redis_client(services: None) -> redis.Redis[bytes]:
+def redis_client(services: None) -> redis.Redis:
     return redis.Redis.from_url(REDIS_URL)
 
 

@@ -11,7 +11,7 @@ from tests.support.kafka import Topics, committed_offsets, end_offsets, lead, pr
 
 
 def test_direct_and_deferred_leads_are_attributed(
-    topics: Topics, start_consumer: StartConsumer, redis_client: redis.Redis[bytes]
+    topics: Topics, start_consumer: StartConsumer, redis_client: redis.Redis
 ) -> None:
     consumer = start_consumer()
     produce(

@@ -63,7 +63,7 @@ def test_second_click_while_pending_is_dead_lettered(topics: Topics, start_consu
 
 
 def test_unlinked_leads_are_published_within_five_seconds_of_their_deadline(
-    topics: Topics, start_consumer: StartConsumer, redis_client: redis.Redis[bytes]
+    topics: Topics, start_consumer: StartConsumer, redis_client: redis.Redis
 ) -> None:
     consumer = start_consumer(LEADS_PENDING_TTL_SECONDS="3", LEADS_ORPHAN_GRACE_SECONDS="2")
     sent = time.time()
@@ -131,7 +131,7 @@ def test_deadlines_survive_a_restart_and_are_reported_once_by_several_instances(
 
 
 def test_redis_keys_share_the_customer_hash_tag_and_all_expire(
-    topics: Topics, start_consumer: StartConsumer, redis_client: redis.Redis[bytes]
+    topics: Topics, start_consumer: StartConsumer, redis_client: redis.Redis
 ) -> None:
     consumer = start_consumer()
     produce(

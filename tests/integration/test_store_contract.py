@@ -20,7 +20,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
         yield InMemoryStore()
         return
     request.getfixturevalue("services")
-    client: redis.Redis[bytes] = redis.Redis.from_url(REDIS_URL)
+    client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     prefix = f"contract-{uuid.uuid4().hex[:8]}"
     yield RedisStore(client, prefix, journal_ttl_ms=60_000)
     for key in client.scan_iter(match=f"{prefix}:*"):
@@ -81,7 +81,7 @@ def test_forgotten_journal_entries_are_gone_after_the_next_write(store: StateSto
 
 
 def test_redis_keys_use_the_customer_hash_tag_and_expire(services: None) -> None:
-    client: redis.Redis[bytes] = redis.Redis.from_url(REDIS_URL)
+    client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     prefix = f"contract-{uuid.uuid4().hex[:8]}"
     store = RedisStore(client, prefix, journal_ttl_ms=60_000)
     cid = "odd:{cid}"
@@ -105,7 +105,7 @@ def test_many_customers_in_one_call(store: StateStore) -> None:
 
 
 def test_script_is_reloaded_after_redis_forgets_it(services: None) -> None:
-    client: redis.Redis[bytes] = redis.Redis.from_url(REDIS_URL)
+    client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     store = RedisStore(client, f"contract-{uuid.uuid4().hex[:8]}", journal_ttl_ms=60_000)
     assert store.write([Write("c6", None, b"a", _later(30_000))]) == [True]
     client.script_flush()  # as after a Redis restart
