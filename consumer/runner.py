@@ -15,6 +15,10 @@ Faults, and what the loop does about them (never skipping a batch):
                                  answers, and resume from them: replaying a batch that was in fact
                                  committed would publish it twice (Runner._settle).
   broker unreachable             consume() returns nothing; readiness reports it, once.
+  partitions assigned            start them at the committed offsets asked for here, waiting for
+                                 offsets a dead owner's open transaction still holds; librdkafka
+                                 would start them from auto.offset.reset if a rebalance interrupted
+                                 that wait (Runner._committed_starts).
 Each health state change is logged once, when it changes.
 """
 
@@ -60,6 +64,10 @@ KAFKA_STALL_S = 5.0
 KAFKA_CALL_LIVENESS_S = 180.0
 # Statistics older than this were queued while the loop was blocked: they describe the past.
 STATS_STALE_S = 3.0
+# A broker connection with a request in flight and nothing received for this long is not answering
+# (a frozen broker keeps its connections open, so librdkafka reports no error for a minute); a
+# fetch is answered within fetch.wait.max.ms (500 ms) when all is well.
+UNRESPONSIVE_S = 8.0
 # librdkafka error codes that mean "the broker is unreachable", as opposed to a bad record.
 _BROKER_DOWN = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT}
 # Codes of a failed commit that also mean the broker (or its coordinator) is away or restarting.
@@ -162,10 +170,55 @@ class Runner:
 
     # --- rebalances ------------------------------------------------------------------------
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.REBALANCES.labels(event=RebalanceEvent.ASSIGNED.value).inc()
         metrics.ASSIGNED_PARTITIONS.set(len(partitions))
         log.info("partitions assigned", extra=fields(partitions=sorted(p.partition for p in partitions)))
+        starts = self._committed_starts(consumer, partitions)
+        if starts is None:
+            consumer.assign([])  # stopping before the coordinator answered: consume nothing, leave
+            return
+        try:
+            consumer.assign(starts)
+        except KafkaException:
+            consumer.incremental_assign(starts)  # a cooperative assignor was configured
+
+    def _committed_starts(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> list[TopicPartition] | None:
+        """Where to start the assigned partitions: the group's committed offsets, asked here instead
+        of leaving it to librdkafka, which waits for offsets still pending in an open transaction
+        (UNSTABLE_OFFSET_COMMIT: a killed previous owner's, until transaction.timeout.ms) but, if a
+        rebalance interrupts that wait, starts the partition at auto.offset.reset instead: the
+        whole partition replayed and published again (librdkafka 2.16; docs/chaos.md). committed()
+        of a read_committed consumer waits for those offsets too (KIP-447) and is retried until it
+        answers. No commit yet (OFFSET_INVALID) leaves auto.offset.reset to librdkafka, rightly.
+        None when a stop is requested first."""
+        wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        waited = False
+        while wanted:
+            self.health.beat()
+            try:
+                answer = consumer.committed(wanted, timeout=SETTLE_TIMEOUT_S)
+                failed = [tp for tp in answer if tp.error is not None]
+                if not failed:
+                    if waited:
+                        log.info("committed offsets of the assigned partitions known, starting")
+                    return list(answer)
+                problem = str(failed[0].error)
+            except KafkaException as exc:
+                problem = str(exc)
+            if not waited:
+                waited = True
+                log.warning(
+                    "waiting for the committed offsets of the assigned partitions (a previous owner's "
+                    "transaction may still be open)",
+                    extra=fields(error=problem),
+                )
+            if self.stop_requested:
+                return None
+            time.sleep(BACKOFF_START_S)
+        return []
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Nothing in hand (see module docstring): every consumed batch is already committed.
@@ -433,8 +486,18 @@ class Runner:
             metrics.CONSUMER_LAG.labels(partition=partition).set(lag)
         if time.time() - stats.get("time", 0) > STATS_STALE_S:
             return  # queued while the loop was blocked: the broker state it shows is history
-        brokers = stats.get("brokers", {}).values()
-        if any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0):
+        brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
+        silent = [
+            b
+            for b in brokers
+            if b.get("state") == "UP"
+            and b.get("waitresp_cnt", 0) > 0
+            and b.get("rxidle", -1) > UNRESPONSIVE_S * 1_000_000
+        ]
+        if silent:
+            idle_s = silent[0]["rxidle"] / 1_000_000
+            self._set_kafka(False, f"broker {silent[0]['nodeid']} has not answered for {idle_s:.0f}s")
+        elif any(b.get("state") == "UP" for b in brokers):
             self._set_kafka(True)
 
 

@@ -1,0 +1,95 @@
+"""`make chaos`: ``python -m tests.chaos [--events N] [--scenarios a,b] [--runs K] [--seed S]``.
+
+Starts its own Kafka + Redis pair (CHAOS_KAFKA_PORT / CHAOS_REDIS_PORT, default 19092 / 16379,
+state in .services-chaos/) unless it already answers, runs each scenario K times with its own
+topics, prints one report per run, stops the pair if it started it, and exits 1 on any
+violation (2 when the servers could not be started or the arguments are wrong). See docs/chaos.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tests.chaos.driver import Outcome, Run, log_root
+from tests.chaos.scenarios import DEFAULT, SCENARIOS
+from tests.chaos.services import ChaosServices
+from tests.chaos.stream import Stream, generate
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=30_000, help="records per run (default 30000)")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT),
+        help=f"comma-separated, from {', '.join(SCENARIOS)} (default {','.join(DEFAULT)})",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="repeat each scenario K times (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the first run (default: random)")
+    parser.add_argument("--rate", type=float, default=400.0, help="records per second fed (default 400)")
+    parser.add_argument(
+        "--keep-services", action="store_true", help="leave the chaos Kafka and Redis running"
+    )
+    return parser
+
+
+def run_one(
+    name: str, services: ChaosServices, stream: Stream, seed: int, rate: float, root: Path
+) -> Outcome:
+    scenario = SCENARIOS[name]
+    directory = root / f"{name}-{seed}"
+    run = Run(name, services, stream, rate * scenario.rate_factor, directory, seed, scenario.guarantee)
+    print(f"-- {name} (seed {seed}, logs in {directory})", flush=True)
+    return run.execute(scenario.function)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenarios: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    services = ChaosServices.from_env()
+    first_seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    print(f"chaos: {len(names)} scenarios x {args.runs} runs, {args.events} events, first seed {first_seed}")
+    print(f"chaos: Kafka {services.bootstrap}, Redis {services.redis_url}, {services.directory}", flush=True)
+    started = time.monotonic()
+    try:
+        services.up()
+    except Exception as error:
+        print(f"chaos: could not start Kafka and Redis: {error}", file=sys.stderr)
+        return 2
+    outcomes: list[Outcome] = []
+    root = log_root()
+    try:
+        for run_index in range(args.runs):
+            seed = first_seed + run_index
+            stream = generate(args.events, seed)
+            for name in names:
+                try:
+                    outcome = run_one(name, services, stream, seed, args.rate, root)
+                except Exception:
+                    outcome = Outcome(name, args.events)
+                    outcome.violations.append(f"harness error:\n{traceback.format_exc()}")
+                outcomes.append(outcome)
+                print(outcome.render(), flush=True)
+    finally:
+        if services.started_here and not args.keep_services:
+            services.down()
+    failed = [o for o in outcomes if not o.ok]
+    print(
+        f"\nchaos: {len(outcomes)} runs in {time.monotonic() - started:.0f}s, "
+        f"{len(outcomes) - len(failed)} OK, {len(failed)} FAILED"
+        + (f" ({', '.join(o.name for o in failed)})" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

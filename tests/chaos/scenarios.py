@@ -1,0 +1,260 @@
+"""The fault scenarios. Each gets a fresh ``Run`` (own topics, group, Redis prefix) and injects
+its faults while the feeder produces the stream; moments are drawn from the run's seeded RNG and
+tied to the feeder's progress, so they land while the consumers are busy."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tests.chaos.driver import Run
+
+KILLS = 5
+# Share of kills preceded by a short SIGSTOP of the consumer: the backlog it builds keeps the
+# consumer in full batches, so the kill likely lands between a batch's Redis write and its commit
+# (the case the journal exists for); a kill at an arbitrary moment mostly finds it idle.
+STALL_SHARE = 0.7
+
+
+def _wait_working(run: Run, timeout_s: float = 60.0) -> None:
+    """Until the live consumers have consumed something (or there is nothing left to consume): a
+    fault then hits a working consumer, not one still joining the group."""
+    deadline = time.monotonic() + timeout_s
+    while run.consumed() <= 0 and time.monotonic() < deadline:
+        if run.feeder.finished.is_set() and run.caught_up():
+            return
+        run.sleep(0.3)
+
+
+def baseline(run: Run) -> None:
+    """No fault: checks the harness itself (and gives the throughput for comparison)."""
+    run.fleet.start("c1")
+    run.begin_feeding()
+
+
+def kill(run: Run, kills: int = KILLS) -> None:
+    """kill -9 of the consumer at random moments (some right after a stall), restarted after
+    0.2-2 s with the same transactional.id (a crash-looping pod of a StatefulSet)."""
+    run.fleet.start("c1")
+    run.begin_feeding()
+    hits = 0
+    replayed: set[tuple[int, int]] = set()
+    for moment in sorted(run.rng.uniform(0.05, 0.97) for _ in range(kills)):
+        run.at_progress(moment)
+        _wait_working(run)
+        stalled = ""
+        if run.rng.random() < STALL_SHARE:
+            stall = run.rng.uniform(2.0, 5.0)
+            run.fleet.pause("c1", stall)
+            stalled = f"after a {stall:.1f}s SIGSTOP, "
+            run.sleep(run.rng.uniform(0.0, 0.25))
+        else:
+            run.sleep(run.rng.uniform(0.0, 1.5))
+        run.fleet.kill("c1")
+        pending = run.in_flight()
+        new = pending - replayed  # left by this incarnation, not by an earlier kill
+        replayed = pending
+        hits += bool(new)
+        run.fault(f"kill -9 {stalled}{len(new)} journaled decisions uncommitted")
+        run.sleep(run.rng.uniform(0.2, 2.0))
+        run.fleet.start("c1", wait=False)
+    run.outcome.lines.append(
+        f"kills that hit a batch between its Redis write and its commit: {hits} of {kills}"
+    )
+    run.wait_ready(["c1"], 90, "the last restart")
+
+
+def _redis_outage(run: Run, watch: str, terminate: str | None) -> None:
+    """redis-stop, 5-8 s down, redis-start. During it: ``watch`` must report not ready, and
+    ``terminate`` gets SIGTERM and must exit 0 within 30 s although Redis is down."""
+    outage = run.rng.uniform(5.0, 8.0)
+    run.services.run("redis-stop")
+    down_at = time.monotonic()
+    run.fault(f"redis-stop for {outage:.1f}s")
+    leaving = None
+    if terminate is not None:
+        run.sleep(run.rng.uniform(0.5, 2.0))
+        leaving = run.fleet.terminate(terminate)
+        run.fault(f"SIGTERM {terminate} during the Redis outage")
+    seen = ""
+    while time.monotonic() - down_at < outage:
+        if not seen and watch in run.fleet.slots:
+            status, body = run.readiness(watch)
+            if status == 503 and "redis" in body:
+                seen = body.strip()
+        run.sleep(0.25)
+    run.services.run("redis-start")
+    run.fault("redis-start")
+    if watch in run.fleet.slots and not seen:
+        run.violation(f"/readyz of {watch} never reported the {outage:.0f}s Redis outage")
+    if leaving is not None:
+        # An exit code other than 0, or later than STOP_LIMIT_S, is reported with every other stop.
+        rc, seconds = run.fleet.reap(leaving)
+        run.outcome.lines.append(f"SIGTERM during the Redis outage: exit code {rc} after {seconds:.1f}s")
+
+
+def redis(run: Run) -> None:
+    """A Redis restart (AOF on) mid-stream, later a Redis outage of 5-8 s with a SIGTERM in it."""
+    run.fleet.start("c1")
+    run.fleet.start("c2")
+    run.begin_feeding()
+    run.at_progress(run.rng.uniform(0.15, 0.35))
+    _wait_working(run)
+    run.services.run("redis-restart")
+    run.fault("redis-restart")
+    run.wait_ready(["c1", "c2"], 60, "the Redis restart")
+    run.at_progress(run.rng.uniform(0.5, 0.7))
+    _wait_working(run)
+    _redis_outage(run, watch="c1", terminate="c2")
+    run.wait_ready(["c1"], 60, "the Redis outage")
+    run.fleet.start("c2")
+    run.fault("start c2 again")
+
+
+def _broker_fault(run: Run, name: str, inject: Callable[[], float]) -> None:
+    """Run ``inject`` (returns how long the broker was away) while watching every instance's
+    readiness: the broker being away must show in /readyz."""
+    _wait_working(run)
+    slots = list(run.fleet.slots)
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for slot in slots:
+                status, body = run.readiness(slot)
+                if status == 503 and "kafka" in body:
+                    seen.add(slot)
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        away = inject()
+    finally:
+        done.set()
+        watcher.join()
+    run.fault(f"{name} (broker away {away:.0f}s)")
+    if away > 15:  # detection takes 5 to 15 s (stats interval, UNRESPONSIVE_S)
+        if not seen:
+            run.violation(f"no instance's /readyz reported the broker as unreachable during {name}")
+        elif len(seen) < len(slots):
+            silent = ", ".join(sorted(set(slots) - seen))
+            run.note(f"/readyz of {silent} did not report the broker as unreachable during {name}")
+    run.wait_ready(["c1", "c2"], 120, name)
+
+
+def broker(run: Run) -> None:
+    """A broker restart (graceful) mid-stream; a broker freeze (SIGSTOP, like a long GC pause or a
+    stalled VM: connections stay open, nothing answers, commits time out); a broker crash
+    (kill -9) and start."""
+    run.fleet.start("c1")
+    run.fleet.start("c2")
+    run.begin_feeding()
+    run.at_progress(run.rng.uniform(0.1, 0.25))
+    _broker_fault(run, "kafka-restart", lambda: run.services.run("kafka-restart"))
+    run.sleep(run.rng.uniform(3.0, 8.0))
+    freeze = run.rng.uniform(16.0, 25.0)
+    _broker_fault(run, f"broker frozen (SIGSTOP) {freeze:.0f}s", lambda: run.services.freeze_kafka(freeze))
+    run.sleep(run.rng.uniform(3.0, 8.0))
+
+    def crash() -> float:
+        took = run.services.run("kafka-kill")
+        time.sleep(run.rng.uniform(1.0, 4.0))
+        return took + run.services.run("kafka-start")
+
+    _broker_fault(run, "kafka-kill + kafka-start", crash)
+
+
+def rebalance(run: Run) -> None:
+    """Three instances joining and leaving one group: SIGTERM (clean leave) and SIGKILL (the
+    group notices after the 6 s session timeout). Each pod has its own per-process
+    transactional.id, so a killed pod's open transaction is only aborted by the broker after
+    transaction.timeout.ms; until then the new owner of its partitions must wait for their
+    offsets. Right after each kill, instances join, so a rebalance interrupts that wait: the case
+    in which librdkafka used to start the partitions from the beginning (see docs/chaos.md)."""
+    steps: list[tuple[float | None, str, str]] = [
+        (0.08, "start", "b"),
+        (0.16, "start", "c"),
+        (0.28, "term", "b"),
+        (0.38, "kill", "c"),  # after a stall: likely with a transaction open
+        (None, "start", "b"),  # b waits for c's pending offsets...
+        (None, "start", "c"),  # ...and this rebalance interrupts the wait
+        (0.70, "kill", "a"),
+        (None, "start", "a"),
+        (0.88, "term", "c"),
+    ]
+    run.fleet.start("a", stable_id=False)
+    run.begin_feeding()
+    for moment, action, slot in steps:
+        if moment is None:
+            run.sleep(run.rng.uniform(1.0, 3.0))
+        else:
+            run.at_progress(moment + run.rng.uniform(-0.03, 0.03))
+        if action == "start":
+            run.fleet.start(slot, stable_id=False, wait=False)
+            run.fault(f"start {slot}")
+        elif action == "term":
+            rc, seconds = run.fleet.stop(slot)
+            run.fault(f"SIGTERM {slot} (exit {rc} in {seconds:.1f}s)")
+        else:
+            _wait_working(run)
+            stall = run.rng.uniform(2.0, 4.0)
+            run.fleet.pause(slot, stall)
+            run.sleep(run.rng.uniform(0.0, 0.25))
+            run.fleet.kill(slot)
+            run.fault(f"kill -9 {slot} after a {stall:.1f}s SIGSTOP")
+
+
+def alo_kill(run: Run) -> None:
+    """As ``kill`` under at_least_once (the Run is created with that guarantee)."""
+    kill(run)
+
+
+def small(run: Run) -> None:
+    """The pytest version: kill -9 twice, one Redis outage (with a SIGTERM in it), and a second
+    instance joining and leaving (rebalances)."""
+    run.fleet.start("a")
+    run.begin_feeding()
+    run.at_progress(run.rng.uniform(0.1, 0.2))
+    _wait_working(run)
+    run.fleet.kill("a")
+    run.fault("kill -9 a")
+    run.fleet.start("a", wait=False)
+    run.fleet.start("b")
+    run.fault("start b")
+    run.at_progress(run.rng.uniform(0.35, 0.5))
+    _wait_working(run)
+    _redis_outage(run, watch="a", terminate="b")
+    run.at_progress(run.rng.uniform(0.6, 0.75))
+    _wait_working(run)
+    run.fleet.kill("a")
+    run.fault("kill -9 a")
+    run.sleep(run.rng.uniform(0.2, 1.0))
+    run.fleet.start("a", wait=False)
+    run.fleet.start("b", stable_id=False)
+    run.fault("start b")
+    run.wait_ready(["a", "b"], 90, "the faults")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    function: Callable[[Run], None]
+    guarantee: str = "exactly_once"
+    # Feed rate relative to --rate: the broker scenario's faults take minutes, and they should hit
+    # consumers that have work in hand, not ones idling after the stream ended.
+    rate_factor: float = 1.0
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "kill": Scenario(kill),
+    "redis": Scenario(redis),
+    "broker": Scenario(broker, rate_factor=0.4),
+    "rebalance": Scenario(rebalance),
+    "alo": Scenario(alo_kill, "at_least_once"),
+    "baseline": Scenario(baseline),
+    "small": Scenario(small),
+}
+DEFAULT = ["kill", "redis", "broker", "rebalance", "alo"]

@@ -1,0 +1,110 @@
+"""The suite's own Kafka + Redis pair (deploy/local/services.sh with its own ports and folder).
+
+Faults are injected into this pair only, so restarting it never disturbs other work on the
+machine: ports CHAOS_KAFKA_PORT (19092) and CHAOS_REDIS_PORT (16379), state in
+<repo>/.services-chaos (SERVICES_DIR; services.sh git-ignores the folder from inside).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.process import REPO
+
+SCRIPT = REPO / "deploy" / "local" / "services.sh"
+
+
+@dataclass
+class ChaosServices:
+    kafka_port: int
+    redis_port: int
+    directory: Path
+    started_here: bool = False
+
+    @classmethod
+    def from_env(cls) -> ChaosServices:
+        return cls(
+            kafka_port=int(os.environ.get("CHAOS_KAFKA_PORT", "19092")),
+            redis_port=int(os.environ.get("CHAOS_REDIS_PORT", "16379")),
+            directory=Path(os.environ.get("CHAOS_SERVICES_DIR", str(REPO / ".services-chaos"))),
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "SERVICES_DIR": str(self.directory),
+            "KAFKA_PORT": str(self.kafka_port),
+            "REDIS_PORT": str(self.redis_port),
+            # The box is small and shared: a JVM start can take half a minute.
+            "SERVICES_TIMEOUT": os.environ.get("SERVICES_TIMEOUT", "120"),
+        }
+
+    def run(self, command: str, attempts: int = 3) -> float:
+        """Run one services.sh command; returns its duration. Retries a failed call (e.g. the lock)."""
+        started = time.monotonic()
+        for attempt in range(attempts):
+            result = subprocess.run(
+                ["bash", str(SCRIPT), command],
+                env=self._env(),
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if result.returncode == 0:
+                return time.monotonic() - started
+            if attempt == attempts - 1:
+                raise RuntimeError(
+                    f"services.sh {command} failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+                )
+            time.sleep(2)
+        raise AssertionError("unreachable")
+
+    def answers(self) -> bool:
+        return _answers(self.kafka_port) and _answers(self.redis_port)
+
+    def up(self) -> None:
+        """Start the pair unless both answer already; remember whether we started it."""
+        if not self.answers():
+            self.run("up")
+            self.started_here = True
+
+    def ensure(self) -> None:
+        """Before a scenario: whatever an earlier scenario left stopped is started again."""
+        if not _answers(self.kafka_port):
+            self.run("kafka-start")
+        if not _answers(self.redis_port):
+            self.run("redis-start")
+
+    def freeze_kafka(self, seconds: float) -> float:
+        """SIGSTOP the broker for ``seconds``, then SIGCONT: open connections, no answers."""
+        pid = int((self.directory / "run" / "kafka.pid").read_text().strip())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        return seconds
+
+    def down(self) -> None:
+        self.run("down")
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

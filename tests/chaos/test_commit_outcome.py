@@ -1,0 +1,204 @@
+"""The run loop after a commit whose outcome is unknown (Runner._settle), with fakes.
+
+The fault runs reach this path (a broker frozen mid-commit), but cannot choose which way the
+coordinator decided; here both ways are forced: a batch the coordinator did commit must not be
+replayed (it would be published twice), one it did not must be replayed from its first offsets.
+And the committer itself must not stay wedged after commit_transaction timed out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from consumer.commit import CommitFailed, TransactionalCommitter
+from consumer.expiry import ExpirySweeper
+from consumer.health import Health
+from consumer.model import SourceRecord
+from consumer.pipeline import BatchProcessor, BatchResult
+from consumer.publish import Output, OutputCodecs
+from consumer.runner import Runner
+from consumer.state.store import StateStore
+
+TOPIC = "leads.raw"
+
+
+class FakeConsumer:
+    def __init__(self, committed: dict[int, int]) -> None:
+        self.committed_offsets = committed
+        self.seeks: list[tuple[int, int]] = []
+        self.committed_calls = 0
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        self.committed_calls += 1
+        return [
+            TopicPartition(tp.topic, tp.partition, self.committed_offsets.get(tp.partition, -1001))
+            for tp in partitions
+        ]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+
+class UnknownOutcomeCommitter:
+    """commit_transaction timed out and the abort was refused: nobody knows what happened."""
+
+    def __init__(self) -> None:
+        self.recovered = 0
+
+    def commit_batch(
+        self, outputs: Sequence[Output], offsets: dict[tuple[str, int], int], consumer: Any
+    ) -> None:
+        raise CommitFailed("transaction aborted: _TIMED_OUT", maybe_committed=True, code=-185)
+
+    def publish(self, outputs: Sequence[Output]) -> None:
+        return None
+
+    def recover(self) -> None:
+        self.recovered += 1
+
+    def close(self) -> None:
+        return None
+
+
+class FakeProcessor:
+    def __init__(self, result: BatchResult) -> None:
+        self.result = result
+
+    def process(self, sources: Sequence[SourceRecord]) -> BatchResult:
+        return self.result
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.forgotten: list[dict[str, list[str]]] = []
+
+    def forget_journal(self, entries: dict[str, list[str]]) -> None:
+        self.forgotten.append(entries)
+
+
+def _runner(
+    consumer: FakeConsumer, store: FakeStore, result: BatchResult
+) -> tuple[Runner, UnknownOutcomeCommitter]:
+    committer = UnknownOutcomeCommitter()
+    runner = Runner(
+        make_consumer=lambda _callbacks: cast(Any, consumer),
+        committer=committer,
+        store=cast(StateStore, store),
+        processor=cast(BatchProcessor, FakeProcessor(result)),
+        sweeper=cast(ExpirySweeper, None),
+        codecs=cast(OutputCodecs, None),
+        health=Health(),
+        input_topic=TOPIC,
+        batch_size=100,
+        batch_wait_s=0.01,
+        sweep_interval_s=1.0,
+        shutdown_timeout_s=5.0,
+    )
+    return runner, committer
+
+
+def _batch() -> tuple[list[SourceRecord], BatchResult]:
+    sources = [SourceRecord(TOPIC, p, o, b"k", b"v") for p, o in ((0, 10), (0, 11), (1, 5))]
+    result = BatchResult(
+        journal={"cust-1": ["0:10", "0:11"], "cust-2": ["1:5"]}, offsets={(TOPIC, 0): 12, (TOPIC, 1): 6}
+    )
+    return sources, result
+
+
+def test_a_batch_the_coordinator_committed_is_not_replayed() -> None:
+    sources, result = _batch()
+    consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
+    runner, committer = _runner(consumer, store, result)
+    runner._handle_batch(sources)
+    assert committer.recovered == 1  # the new producer fenced the old one before asking
+    assert consumer.seeks == []  # no replay: it would publish the batch a second time
+    assert store.forgotten == [result.journal]  # committed, so its journal entries may go
+
+
+def test_a_batch_the_coordinator_did_not_commit_is_replayed() -> None:
+    sources, result = _batch()
+    consumer, store = FakeConsumer({0: 10, 1: 5}), FakeStore()
+    runner, _ = _runner(consumer, store, result)
+    runner._handle_batch(sources)
+    assert sorted(consumer.seeks) == [(0, 10), (1, 5)]
+    assert store.forgotten == []  # the replay needs them
+
+
+def test_stopping_before_the_outcome_is_known_neither_replays_nor_forgets() -> None:
+    sources, result = _batch()
+    consumer, store = FakeConsumer({}), FakeStore()
+
+    def unreachable(partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        raise CommitFailed("broker away", code=-185)
+
+    consumer.committed = unreachable  # type: ignore[method-assign]
+    runner, _ = _runner(consumer, store, result)
+    runner.stop_requested = 1.0
+    runner._handle_batch(sources)
+    assert consumer.seeks == [] and store.forgotten == []
+
+
+class WedgedProducer:
+    """librdkafka after commit_transaction timed out: abort and begin are refused with _CONFLICT
+    until commit_transaction is called again (seen against a frozen broker; see docs/chaos.md)."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.committing = False
+
+    def init_transactions(self, timeout: float) -> None:
+        self.log.append("init")
+
+    def begin_transaction(self) -> None:
+        if self.committing:
+            raise KafkaException(KafkaError(KafkaError._CONFLICT, "commit in progress", retriable=True))
+        self.log.append("begin")
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        return None
+
+    def commit_transaction(self, timeout: float) -> None:
+        if len([e for e in self.log if e == "init"]) == 1:  # the first producer: the broker is frozen
+            self.committing = True
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out", retriable=True))
+        self.log.append("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        if self.committing:
+            raise KafkaException(KafkaError(KafkaError._CONFLICT, "commit in progress", retriable=True))
+        self.log.append("abort")
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+class FakeGroupConsumer:
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+def test_a_timed_out_commit_does_not_wedge_the_committer() -> None:
+    log: list[str] = []
+    producers: list[WedgedProducer] = []
+
+    def make() -> Any:
+        producers.append(WedgedProducer(log))
+        return producers[-1]
+
+    committer = TransactionalCommitter(make)
+    outputs = [Output("leads.attributed", b"k", b"v")]
+    try:
+        committer.commit_batch(outputs, {(TOPIC, 0): 12}, FakeGroupConsumer())
+        raise AssertionError("the commit should have failed")
+    except CommitFailed as failure:
+        assert failure.maybe_committed  # the caller must read the committed offsets, not replay blindly
+    # The next batch gets a new producer (same transactional.id: it fences the wedged one).
+    committer.commit_batch(outputs, {(TOPIC, 0): 12}, FakeGroupConsumer())
+    assert len(producers) == 2
+    assert log == ["init", "begin", "init", "begin", "commit"]
