@@ -60,8 +60,10 @@ SETTLE_TIMEOUT_S = 5.0
 KAFKA_STALL_S = 5.0
 # While such a call waits for the broker (up to socket.timeout.ms, 60 s by default, plus the abort
 # after it), the loop is not stuck: liveness is kept up to this bound. A restart would not bring the
-# broker back, only crash-loop on init_transactions until it is.
-KAFKA_CALL_LIVENESS_S = 180.0
+# broker back, only crash-loop on init_transactions until it is. A call blocked longer is stuck for
+# good (seen once after a broker freeze and crash: librdkafka never returned), and only a restart
+# gets the consumer going again: liveness then fails, LIVENESS_TIMEOUT_S later.
+KAFKA_CALL_LIVENESS_S = 90.0
 # Statistics older than this were queued while the loop was blocked: they describe the past.
 STATS_STALE_S = 3.0
 # A broker connection with a request in flight and nothing received for this long is not answering

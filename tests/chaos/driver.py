@@ -142,6 +142,10 @@ class Incarnation:
     terminated: float = 0.0  # monotonic time of SIGTERM
     exited: float = 0.0  # monotonic time of the exit after SIGTERM
     watcher: threading.Thread | None = None
+    stable_id: bool = True
+
+
+LIVENESS_EVERY_S = 2.0
 
 
 class Fleet:
@@ -155,6 +159,8 @@ class Fleet:
         self.history: list[Incarnation] = []
         self.unexpected_exits: list[str] = []
         self.stops: list[tuple[str, int | None, float]] = []  # (slot, rc, seconds)
+        self.liveness_restarts: list[str] = []
+        self._liveness_checked = 0.0
 
     def start(self, slot: str, stable_id: bool = True, wait: bool = True, **env: str) -> ConsumerProcess:
         """Start a consumer in ``slot``. ``stable_id``: the slot keeps its transactional.id across
@@ -169,7 +175,7 @@ class Fleet:
         count = sum(1 for inc in self.history if inc.slot == slot)
         process = ConsumerProcess(merged, self.log_dir / f"{slot}-{count}.log")
         process.start(wait_ready=False)
-        incarnation = Incarnation(slot, process, time.monotonic())
+        incarnation = Incarnation(slot, process, time.monotonic(), stable_id=stable_id)
         self.slots[slot] = incarnation
         self.history.append(incarnation)
         if wait:
@@ -259,6 +265,34 @@ class Fleet:
     def alive(self) -> list[str]:
         self.check()
         return list(self.slots)
+
+    def check_liveness(self) -> None:
+        """What the kubelet does: a consumer whose /healthz fails (its run loop stalled) is killed
+        and started again. Reported as a note: recovering this way is by design, but it is worth
+        seeing (a stall means the consumer stopped working for minutes)."""
+        now = time.monotonic()
+        if now - self._liveness_checked < LIVENESS_EVERY_S:
+            return
+        self._liveness_checked = now
+        for slot, incarnation in list(self.slots.items()):
+            try:
+                status, body = incarnation.process.get("/healthz")
+            except OSError:
+                continue
+            if status != 503:
+                continue
+            del self.slots[slot]
+            if os.environ.get("CHAOS_STACKS"):  # with faulthandler registered on SIGUSR1 (debugging)
+                assert incarnation.process.proc is not None
+                incarnation.process.proc.send_signal(signal.SIGUSR1)
+                time.sleep(1)
+            incarnation.process.kill()
+            incarnation.ended = "killed: liveness failed"
+            self.liveness_restarts.append(slot)
+            self.note(
+                f"{slot}: /healthz failed ({body.strip()}): killed and started again, as the kubelet would"
+            )
+            self.start(slot, stable_id=incarnation.stable_id, wait=False)
 
     def check(self) -> None:
         """A consumer that exits without being told to is a bug: record it (with its log tail)."""
@@ -367,12 +401,14 @@ class Run:
         """Wait until the feeder has sent ``fraction`` of the stream (or finished)."""
         while self.feeder.progress < fraction and not self.feeder.finished.is_set():
             self.fleet.check()
+            self.fleet.check_liveness()
             time.sleep(0.05)
 
     def sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self.fleet.check()
+            self.fleet.check_liveness()
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def consumed(self) -> float:
@@ -507,6 +543,11 @@ class Run:
             out.lines.append(
                 f"SIGTERM stops: {len(stops)}, exit 0: {sum(1 for _, rc, _ in stops if rc == 0)}, "
                 f"slowest {max(s for _, _, s in stops):.1f}s"
+            )
+        if self.fleet.liveness_restarts:
+            out.lines.append(
+                f"liveness restarts (run loop stalled, killed and started again): "
+                f"{', '.join(self.fleet.liveness_restarts)}"
             )
         if self.committed != self.end:
             self.violation(f"committed offsets {self.committed} != end offsets {self.end}")

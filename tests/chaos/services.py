@@ -7,6 +7,7 @@ machine: ports CHAOS_KAFKA_PORT (19092) and CHAOS_REDIS_PORT (16379), state in
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -108,3 +109,18 @@ def _answers(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+_shared: ChaosServices | None = None
+
+
+def shared() -> ChaosServices:
+    """One pair for the whole pytest process: started on first use when it does not answer, and
+    then stopped when the process exits (so several test modules share one start)."""
+    global _shared  # noqa: PLW0603 - a process-wide singleton on purpose
+    if _shared is None:
+        _shared = ChaosServices.from_env()
+        _shared.up()
+        if _shared.started_here:
+            atexit.register(_shared.down)
+    return _shared

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.chaos.driver import Fleet, committed_offsets, create_topics, read_committed
-from tests.chaos.services import ChaosServices
+from tests.chaos.services import ChaosServices, shared
 from tests.support.kafka import Topics
 
 PARTITIONS = 6
@@ -30,12 +29,8 @@ ZOMBIE_TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
-def chaos_services() -> Iterator[ChaosServices]:
-    services = ChaosServices.from_env()
-    services.up()
-    yield services
-    if services.started_here:
-        services.down()
+def chaos_services() -> ChaosServices:
+    return shared()  # started here if absent, stopped when the test process exits
 
 
 def _previous_owner(bootstrap: str, topics: Topics, group: str) -> Producer:

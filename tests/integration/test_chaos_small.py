@@ -12,26 +12,21 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.chaos.driver import Run
 from tests.chaos.scenarios import SCENARIOS
-from tests.chaos.services import ChaosServices
+from tests.chaos.services import ChaosServices, shared
 from tests.chaos.stream import generate
 
 EVENTS = 3000
 
 
 @pytest.fixture(scope="module")
-def chaos_services() -> Iterator[ChaosServices]:
-    services = ChaosServices.from_env()
-    services.up()
-    yield services
-    if services.started_here:
-        services.down()
+def chaos_services() -> ChaosServices:
+    return shared()  # started here if absent, stopped when the test process exits
 
 
 @pytest.mark.timeout(420)
