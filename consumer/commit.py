@@ -124,7 +124,12 @@ class _Base:
         return None
 
     def close(self) -> None:
-        self.producer.flush(5)
+        try:
+            self.producer.flush(5)
+        except KafkaException as error:
+            # A fenced or otherwise fatal producer cannot flush. Nothing is lost: what it did not
+            # commit is aborted, and the partitions' next owner replays from the committed offsets.
+            log.warning("producer not flushed at close", extra=fields(error=str(error.args[0])))
 
 
 class TransactionalCommitter(_Base):

@@ -162,7 +162,10 @@ class Runner:
             self.consumer.close()  # leaves the group: partitions move at once, not after session timeout
         except Exception:
             log.warning("consumer close failed", exc_info=True)
-        self.committer.close()
+        try:
+            self.committer.close()
+        except Exception:  # exiting anyway: the exit code must say the stop was clean
+            log.warning("producer close failed", exc_info=True)
         flush = getattr(self.store, "flush_queued", None)
         if flush is not None:
             try:
