@@ -53,11 +53,11 @@ class ExpirySweeper:
         by_cid: dict[str, list[str]] = {}
         for member in members:
             by_cid.setdefault(member_cid(member), []).append(member)
-        snapshots = self._store.read({cid: [] for cid in by_cid})  # Step 2
+        states = self._store.read(by_cid.keys(), {}).states  # Step 2
         writes: list[Write] = []
         chosen: dict[str, list[Item]] = {}
-        for cid, snapshot in snapshots.items():
-            state = decode_state(snapshot.blob)
+        for cid, blob in states.items():
+            state = decode_state(blob)
             items = due_items(state, now_ms)
             live = {f"{item.due_ms}:{cid}" for item in state.items()}
             stale = [m for m in by_cid[cid] if m not in live]
@@ -66,7 +66,7 @@ class ExpirySweeper:
                 self._store.drop_index(stale)
             if not items:
                 continue
-            write = plan_write(cid, snapshot.blob, state, claim(state, items, now_ms + self._lease_ms), {})
+            write = plan_write(cid, blob, state, claim(state, items, now_ms + self._lease_ms), {})
             if write is not None:
                 writes.append(write)
                 chosen[cid] = items
@@ -82,11 +82,11 @@ class ExpirySweeper:
         for _ in range(MAX_RELEASE_TRIES):
             if not todo:
                 return
-            snapshots = self._store.read({cid: [] for cid in todo})
+            states = self._store.read(todo.keys(), {}).states
             writes = []
             for cid, items in todo.items():
-                state = decode_state(snapshots[cid].blob)
-                write = plan_write(cid, snapshots[cid].blob, state, release(state, items), {})
+                state = decode_state(states[cid])
+                write = plan_write(cid, states[cid], state, release(state, items), {})
                 if write is not None:
                     writes.append(write)
             applied = self._store.write(writes)

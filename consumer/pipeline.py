@@ -1,15 +1,18 @@
 """One batch through decode -> validate -> attribute -> state, producing the records to publish.
 
 Replay safety (the part Kafka transactions cannot give us, because they do not cover Redis):
-every decision is written to the customer's journal, keyed by the input record's
-"partition:offset", in the same atomic script that changes the state. If the Kafka transaction
-of a batch aborts after Redis changed, the replayed records find their journal entries and
-re-emit the very same decisions instead of deciding again on state they already changed. The
-journal entries are deleted once the batch's offsets are committed (see consumer/commit.py).
+every decision is written to the journal of its input partition, keyed by the input record's
+offset, in the same atomic script that changes the state. If the Kafka transaction of a batch
+aborts after Redis changed, the replayed records find their journal entries and re-emit the very
+same decisions instead of deciding again on state they already changed. The journal fields of a
+batch are deleted once its offsets are committed (see consumer/commit.py), and a reader that
+starts past a field's last offset drops it as committed.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -20,8 +23,8 @@ from consumer.avro import Codec
 from consumer.model import Decision, Invalid, LeadEvent, SourceRecord
 from consumer.publish import Output, OutputCodecs
 from consumer.reasons import DeadLetterReason
-from consumer.state.codec import decode_journal, decode_state, encode_journal
-from consumer.state.store import StateStore, Write
+from consumer.state.codec import decode_journal, decode_state, encode_journal, frame_journal
+from consumer.state.store import PartitionKey, Reading, StateStore, Write, journal_field
 from consumer.state.transition import plan_write
 from consumer.validate import validate
 
@@ -38,7 +41,7 @@ class ConflictError(RuntimeError):
 class BatchResult:
     outputs: list[Output] = field(default_factory=list)
     decisions: list[Decision | Invalid] = field(default_factory=list)
-    journal: dict[str, list[str]] = field(default_factory=dict)  # to forget once committed
+    journal: dict[PartitionKey, list[str]] = field(default_factory=dict)  # fields to forget once committed
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
     write_conflicts: int = 0
 
@@ -70,51 +73,42 @@ class BatchProcessor:
         self._codecs = codecs
         self._settings_topic = codecs.settings.attributed_topic
         self._clock = clock
+        # Journal fields written by this process: unique across processes and batches.
+        self._token = os.urandom(4).hex()
+        self._batches = itertools.count()
 
     def process(self, sources: Sequence[SourceRecord]) -> BatchResult:
         now_ms = int(self._clock() * 1000)
         parsed = [parse(self._decoder, source) for source in sources]
-        names = [f"{source.partition}:{source.offset}" for source in sources]  # journal fields
         by_cid: dict[str, list[int]] = defaultdict(list)
         for index, item in enumerate(parsed):
             if isinstance(item, LeadEvent):
                 by_cid[item.customer_external_id].append(index)
+        first: dict[PartitionKey, int] = {}  # offsets before these are committed
+        last: dict[PartitionKey, int] = {}
+        for source in sources:
+            first.setdefault((source.topic, source.partition), source.offset)
+            last[(source.topic, source.partition)] = source.offset
+        token = f"{self._token}{next(self._batches)}"
 
         decisions: dict[int, Decision] = {}
-        records: dict[int, bytes] = {}  # attributed record bytes, encoded once, journaled and published
+        records: dict[int, bytes] = {}
         result = BatchResult()
         todo = dict(by_cid)
-        for _ in range(MAX_CONFLICT_RETRIES):
+        for attempt in range(MAX_CONFLICT_RETRIES):
             if not todo:
                 break
-            fields = {cid: [names[i] for i in indexes] for cid, indexes in todo.items()}
-            snapshots = self._store.read(fields)
+            partitions = {(sources[i].topic, sources[i].partition) for ix in todo.values() for i in ix}
+            reading = self._store.read(todo.keys(), {p: first[p] for p in partitions})
+            fields = {p: journal_field(last[p], f"{token}.{attempt}") for p in partitions}
             writes: list[Write] = []
             for cid, indexes in todo.items():
-                snapshot = snapshots[cid]
-                old = decode_state(snapshot.blob)
-                state, journal = old, {}
-                for i in indexes:
-                    name = names[i]
-                    if name in snapshot.journal:  # replay: decided before, re-emit the same
-                        decisions[i], record = decode_journal(
-                            snapshot.journal[name], self._codecs.decode_attributed
-                        )
-                        if record is not None:
-                            records[i] = record
-                        continue
-                    event = parsed[i]
-                    assert isinstance(event, LeadEvent)
-                    state, decision = attribute(state, event, now_ms, self._windows)
-                    record = None
-                    if decision.attributed is not None:
-                        record = records[i] = self._codecs.attributed_output(decision.attributed, None).value
-                    decisions[i] = decision
-                    journal[name] = encode_journal(decision, record)
-                write = plan_write(cid, snapshot.blob, old, state, journal)
+                write = self._decide(cid, indexes, sources, parsed, reading, now_ms, decisions, records)
                 if write is not None:
                     writes.append(write)
-            applied = self._store.write(writes)
+            applied = self._store.write(writes, fields)
+            for partition, name in fields.items():
+                result.journal.setdefault(partition, []).append(name)
             failed = {w.cid for w, ok in zip(writes, applied, strict=True) if not ok}
             result.write_conflicts += len(failed)
             todo = {cid: todo[cid] for cid in failed}
@@ -123,7 +117,6 @@ class BatchProcessor:
                 f"state of {len(todo)} customers kept changing during {MAX_CONFLICT_RETRIES} tries"
             )
 
-        result.journal = {cid: [names[i] for i in indexes] for cid, indexes in by_cid.items()}
         for index, source in enumerate(sources):
             item = parsed[index]
             outcome: Decision | Invalid = decisions[index] if isinstance(item, LeadEvent) else item
@@ -131,6 +124,43 @@ class BatchProcessor:
             result.outputs.extend(self._outputs(source, outcome, now_ms, records.get(index)))
             result.offsets[(source.topic, source.partition)] = source.offset + 1
         return result
+
+    def _decide(
+        self,
+        cid: str,
+        indexes: list[int],
+        sources: Sequence[SourceRecord],
+        parsed: list[LeadEvent | Invalid],
+        reading: Reading,
+        now_ms: int,
+        decisions: dict[int, Decision],
+        records: dict[int, bytes],
+    ) -> Write | None:
+        """One customer's records of the batch, in order: fills ``decisions`` and ``records`` (the
+        attributed record bytes, encoded once, journaled and published) and plans the write."""
+        blob = reading.states.get(cid)
+        old = decode_state(blob)
+        state = old
+        journal: dict[PartitionKey, list[bytes]] = {}
+        for i in indexes:
+            source = sources[i]
+            entry = reading.journal.get((source.topic, source.partition, source.offset))
+            if entry is not None:  # replay: decided before, re-emit the same
+                decisions[i], record = decode_journal(entry, self._codecs.decode_attributed)
+                if record is not None:
+                    records[i] = record
+                continue
+            event = parsed[i]
+            assert isinstance(event, LeadEvent)
+            state, decision = attribute(state, event, now_ms, self._windows)
+            record = None
+            if decision.attributed is not None:
+                record = records[i] = self._codecs.attributed_output(decision.attributed, None).value
+            decisions[i] = decision
+            journal.setdefault((source.topic, source.partition), []).append(
+                frame_journal(source.offset, encode_journal(decision, record))
+            )
+        return plan_write(cid, blob, old, state, {p: b"".join(e) for p, e in journal.items()})
 
     def _outputs(
         self, source: SourceRecord, outcome: Decision | Invalid, now_ms: int, record: bytes | None

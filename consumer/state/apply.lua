@@ -1,63 +1,71 @@
 -- Atomically replace customers' states if nobody changed them since we read them (compare-and-set),
--- and in the same step record journal entries, move deadline-index members and adjust the
--- pending/held counters. Per customer, either all of it happens or none, so the index and the
--- counters never drift from the states they describe. One call carries a whole batch: one command
--- per batch instead of one per customer is what keeps the Python client's overhead small.
+-- and in the same step journal the decisions of the customers that applied, move their
+-- deadline-index members and adjust the pending/held counters. A customer's state, journal
+-- entries, index members and counter deltas are applied together or not at all, so the index and
+-- the counters never drift from the states, and a replay finds the decisions behind every state.
 --
--- KEYS: 1 deadline index (zset), 2 pending counter, 3 held counter,
---       then per customer: state key, journal key; then journal keys to clean (committed entries).
--- ARGV: 1 n customers, 2 n journal keys to clean, then per customer:
---         expected ("-" = key must not exist, else "=" .. old value), new value ("" = delete),
---         state expire-at (ms), journal expire-at (ms), pending delta, held delta,
---         n journal pairs, field, value ...,  n index removals, member ...,
---         n index additions, score, member ...
---       then per journal key to clean: n fields, field ...
+-- One call carries a whole batch, and the work shared by its customers is done once: one HSET per
+-- input partition, one ZREM, one ZADD, one INCRBY per counter (per-customer commands cost most of
+-- the time Redis spent on a batch; docs/performance.md).
+--
+-- KEYS: 1 deadline index (zset), 2 pending counter, 3 held counter, 4 .. 3+P journal hash of each
+--       input partition, then the state key of each customer.
+-- ARGV: 1 n customers, 2 P, 3 journal expire-at (ms), 4 .. 3+P the journal field to write in each
+--       partition's hash; then per customer:
+--         expected value ("" = the key must not exist), new value ("" = delete), state expire-at
+--         (ms), pending delta, held delta, n journal fragments, (partition number, fragment) ...,
+--         n index removals, member ..., n index additions, (score, member) ...
 -- Returns one integer per customer: 1 applied, 0 conflict (the caller re-reads and re-decides).
-local customers = tonumber(ARGV[1])
-local cleanups = tonumber(ARGV[2])
+local customers, partitions = tonumber(ARGV[1]), tonumber(ARGV[2])
+local fragments, removals, additions = {}, {}, {}
+for p = 1, partitions do fragments[p] = {} end
+local pending, held = 0, 0
 local results = {}
-local a = 3
+local a = 4 + partitions
 
 for c = 1, customers do
-  local state_key, journal_key = KEYS[2 + 2 * c], KEYS[3 + 2 * c]
-  local current = redis.call('GET', state_key)
-  local expected = ARGV[a]
-  local ok = true
-  if expected == '-' then
-    ok = not current
-  else
-    ok = current and ('=' .. current) == expected
-  end
-  local n_journal = tonumber(ARGV[a + 6])
-  local j = a + 7 + 2 * n_journal
+  local key = KEYS[3 + partitions + c]
+  local current = redis.call('GET', key) or ''
+  local n_journal = tonumber(ARGV[a + 5])
+  local j = a + 6 + 2 * n_journal
   local n_remove = tonumber(ARGV[j])
   local k = j + 1 + n_remove
   local n_add = tonumber(ARGV[k])
-  local next_a = k + 1 + 2 * n_add
-  if ok then
+  if current == ARGV[a] then
     if ARGV[a + 1] == '' then
-      redis.call('DEL', state_key)
+      redis.call('DEL', key)
     else
-      redis.call('SET', state_key, ARGV[a + 1], 'PXAT', ARGV[a + 2])
+      redis.call('SET', key, ARGV[a + 1], 'PXAT', ARGV[a + 2])
     end
-    for p = 1, n_journal do
-      redis.call('HSET', journal_key, ARGV[a + 5 + 2 * p], ARGV[a + 6 + 2 * p])
+    pending = pending + tonumber(ARGV[a + 3])
+    held = held + tonumber(ARGV[a + 4])
+    for f = 1, n_journal do
+      local parts = fragments[tonumber(ARGV[a + 4 + 2 * f])]
+      parts[#parts + 1] = ARGV[a + 5 + 2 * f]
     end
-    if n_journal > 0 then redis.call('PEXPIREAT', journal_key, ARGV[a + 3]) end
-    for r = 1, n_remove do redis.call('ZREM', KEYS[1], ARGV[j + r]) end
-    for d = 1, n_add do redis.call('ZADD', KEYS[1], ARGV[k - 1 + 2 * d], ARGV[k + 2 * d]) end
-    if ARGV[a + 4] ~= '0' then redis.call('INCRBY', KEYS[2], ARGV[a + 4]) end
-    if ARGV[a + 5] ~= '0' then redis.call('INCRBY', KEYS[3], ARGV[a + 5]) end
+    for r = 1, n_remove do removals[#removals + 1] = ARGV[j + r] end
+    for d = 1, 2 * n_add do additions[#additions + 1] = ARGV[k + d] end
     results[c] = 1
   else
     results[c] = 0
   end
-  a = next_a
+  a = k + 1 + 2 * n_add
 end
 
-for q = 1, cleanups do
-  local n = tonumber(ARGV[a])
-  redis.call('HDEL', KEYS[3 + 2 * customers + q], unpack(ARGV, a + 1, a + n))
-  a = a + 1 + n
+for p = 1, partitions do
+  if #fragments[p] > 0 then
+    redis.call('HSET', KEYS[3 + p], ARGV[3 + p], table.concat(fragments[p]))
+    redis.call('PEXPIREAT', KEYS[3 + p], ARGV[3])
+  end
 end
+-- Lua's unpack is bounded by the C stack (8000 slots in Redis): send members in chunks.
+local CHUNK = 4000
+for s = 1, #removals, CHUNK do
+  redis.call('ZREM', KEYS[1], unpack(removals, s, math.min(s + CHUNK - 1, #removals)))
+end
+for s = 1, #additions, CHUNK do
+  redis.call('ZADD', KEYS[1], unpack(additions, s, math.min(s + CHUNK - 1, #additions)))
+end
+if pending ~= 0 then redis.call('INCRBY', KEYS[2], pending) end
+if held ~= 0 then redis.call('INCRBY', KEYS[3], held) end
 return results

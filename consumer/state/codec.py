@@ -11,7 +11,8 @@ layout and still read what is stored.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 
 from consumer.model import AttributedLead, Decision
 from consumer.reasons import DeadLetterReason, DuplicateKind
@@ -127,3 +128,22 @@ def decode_journal(
         at, duplicate = body.split(_SEP, 1)
         return Decision(duplicate=DuplicateKind(duplicate.decode()), decided_at_ms=int(at)), None
     return Decision(decided_at_ms=int(body)), None
+
+
+# In Redis, the journal entries of one batch write and input partition share one hash field:
+# each entry framed as (offset: signed 64-bit, length: unsigned 32-bit, big-endian) + entry.
+_FRAME = struct.Struct(">qI")
+
+
+def frame_journal(offset: int, entry: bytes) -> bytes:
+    return _FRAME.pack(offset, len(entry)) + entry
+
+
+def unframe_journal(blob: bytes) -> Iterator[tuple[int, bytes]]:
+    position, size = 0, _FRAME.size
+    while position < len(blob):
+        offset, length = _FRAME.unpack_from(blob, position)
+        position += size + length
+        if position > len(blob):
+            raise ValueError("truncated journal entry")
+        yield offset, blob[position - length : position]

@@ -5,34 +5,44 @@ It is not used in production: state must outlive the process and be shared betwe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
-from consumer.state.store import Snapshot, Write, member_cid
+from consumer.state.store import PartitionKey, Reading, Write, member_cid, parse_journal
 
 
 class InMemoryStore:
     def __init__(self) -> None:
         self.states: dict[str, bytes] = {}
         self.expiry: dict[str, int] = {}
-        self.journals: dict[str, dict[str, bytes]] = {}
+        self.journals: dict[PartitionKey, dict[bytes, bytes]] = {}
         self.index: dict[str, int] = {}
         self.pending = 0
         self.held = 0
         self.round_trips = 0
 
-    def read(self, journal_fields: Mapping[str, Sequence[str]]) -> dict[str, Snapshot]:
+    def read(self, cids: Collection[str], journal_from: Mapping[PartitionKey, int]) -> Reading:
         self.round_trips += 1
-        result = {}
-        for cid, fields in journal_fields.items():
-            journal = self.journals.get(cid, {})
-            result[cid] = Snapshot(self.states.get(cid), {f: journal[f] for f in fields if f in journal})
-        return result
+        reading = Reading({cid: self.states.get(cid) for cid in cids})
+        for partition, first_offset in journal_from.items():
+            entries, stale = parse_journal(partition, self.journals.get(partition, {}), first_offset)
+            reading.journal.update(entries)
+            self.forget_journal({partition: stale})
+        return reading
 
-    def write(self, writes: Sequence[Write]) -> list[bool]:
+    def write(
+        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str] | None = None
+    ) -> list[bool]:
+        if not writes:
+            return []
         self.round_trips += 1
-        return [self._apply(w) for w in writes]
+        fragments: dict[PartitionKey, list[bytes]] = {}
+        applied = [self._apply(w, fragments) for w in writes]
+        for partition, parts in fragments.items():
+            assert journal_fields is not None, "journal entries need a field to go to"
+            self.journals.setdefault(partition, {})[journal_fields[partition].encode()] = b"".join(parts)
+        return applied
 
-    def _apply(self, w: Write) -> bool:
+    def _apply(self, w: Write, fragments: dict[PartitionKey, list[bytes]]) -> bool:
         if self.states.get(w.cid) != w.old_blob:
             return False
         if w.new_blob is None:
@@ -41,8 +51,8 @@ class InMemoryStore:
         else:
             self.states[w.cid] = w.new_blob
             self.expiry[w.cid] = w.expire_at_ms
-        if w.journal:
-            self.journals.setdefault(w.cid, {}).update(w.journal)
+        for partition, fragment in w.journal.items():
+            fragments.setdefault(partition, []).append(fragment)
         for member in w.index_remove:
             self.index.pop(member, None)
         for score, member in w.index_add:
@@ -51,13 +61,13 @@ class InMemoryStore:
         self.held += w.held_delta
         return True
 
-    def forget_journal(self, entries: Mapping[str, Sequence[str]]) -> None:
-        for cid, fields in entries.items():
-            journal = self.journals.get(cid, {})
-            for name in fields:
-                journal.pop(name, None)
+    def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None:
+        for partition, names in fields.items():
+            journal = self.journals.get(partition, {})
+            for name in names:
+                journal.pop(name.encode(), None)
             if not journal:
-                self.journals.pop(cid, None)
+                self.journals.pop(partition, None)
 
     def due(self, now_ms: int, limit: int) -> list[str]:
         self.round_trips += 1

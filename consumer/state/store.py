@@ -1,23 +1,25 @@
 """Where customer state lives: the store protocol, and its Redis implementation.
 
-Keys (all of one customer share the hash tag ``{cid}``, so each transition is one atomic script
-on a single slot; see the README for the deadline index on Redis Cluster):
+Keys (the deadline index and counters are global, so this needs a single Redis, not a Cluster;
+see the README):
 
-  <prefix>:s:{cid}   customer state, compact Avro (consumer/state/codec.py), with a TTL
-  <prefix>:j:{cid}   journal: "partition:offset" -> the decision taken for that input record
-  <prefix>:deadlines zset of "<due ms>:<cid>", scored by due time, for the expiry sweeper
+  <prefix>:s:{cid}                customer state (consumer/state/codec.py), with a TTL
+  <prefix>:j:<topic>:<partition>  journal of one input partition: one field per batch write,
+                                  "<last offset>:<token>" -> the framed decisions of its records
+  <prefix>:deadlines              zset of "<due ms>:<cid>", scored by due time, for the sweeper
   <prefix>:pending / <prefix>:held   counters behind the leads_pending gauges
 
-A batch costs two commands: one script reads every state and journal entry of the batch, one
-script writes every changed customer (a compare-and-set each) plus the journal clean-ups queued by
-the previous batch. One command per batch rather than one per customer matters: the Python client
-spends far more time per command than Redis does.
+A batch costs two commands. The read is one pipeline: the journal clean-ups queued by the last
+commit, one MGET of every state and one HGETALL per input partition. The write is one script: a
+compare-and-set per customer plus, for the customers that applied, one journal field per
+partition, one ZREM, one ZADD and the counters. One command per batch rather than several per
+customer is what keeps both the Python client and Redis cheap (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -25,11 +27,16 @@ from typing import Any, Protocol
 import redis
 from redis.exceptions import NoScriptError
 
+from consumer.state.codec import unframe_journal
+
+PartitionKey = tuple[str, int]  # (topic, partition) of input records
+Position = tuple[str, int, int]  # (topic, partition, offset) of one input record
+
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    blob: bytes | None
-    journal: dict[str, bytes] = field(default_factory=dict)
+class Reading:
+    states: dict[str, bytes | None]  # None: no state stored
+    journal: dict[Position, bytes] = field(default_factory=dict)  # decisions not yet committed
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +47,7 @@ class Write:
     old_blob: bytes | None
     new_blob: bytes | None  # None deletes the key
     expire_at_ms: int
-    journal: Mapping[str, bytes] = field(default_factory=dict)
+    journal: Mapping[PartitionKey, bytes] = field(default_factory=dict)  # framed entries per partition
     index_remove: Sequence[str] = ()
     index_add: Sequence[tuple[int, str]] = ()
     pending_delta: int = 0
@@ -55,14 +62,31 @@ def member_cid(member: str) -> str:
     return member.split(":", 1)[1]
 
 
+def journal_field(last_offset: int, token: str) -> str:
+    """A journal field names the last input offset it may hold, so a reader that starts past it
+    knows the field was committed and may go, without decoding it."""
+    return f"{last_offset}:{token}"
+
+
+def field_last_offset(name: str) -> int:
+    return int(name.split(":", 1)[0])
+
+
 class StateStore(Protocol):
     """What the pipeline and the sweeper need from state storage; Redis or in-memory."""
 
-    def read(self, journal_fields: Mapping[str, Sequence[str]]) -> dict[str, Snapshot]: ...
+    def read(self, cids: Collection[str], journal_from: Mapping[PartitionKey, int]) -> Reading:
+        """States of ``cids`` and the journal entries of the partitions in ``journal_from`` (the
+        first offset of the batch in each). Entries before that offset were committed: dropped."""
+        ...
 
-    def write(self, writes: Sequence[Write]) -> list[bool]: ...
+    def write(
+        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str] | None = None
+    ) -> list[bool]:
+        """Apply each write whose state is unchanged; their journal goes to ``journal_fields``."""
+        ...
 
-    def forget_journal(self, entries: Mapping[str, Sequence[str]]) -> None: ...
+    def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None: ...
 
     def due(self, now_ms: int, limit: int) -> list[str]: ...
 
@@ -73,14 +97,30 @@ class StateStore(Protocol):
     def ping(self) -> None: ...
 
 
+def parse_journal(
+    partition: PartitionKey, fields: Mapping[bytes, bytes], first_offset: int
+) -> tuple[dict[Position, bytes], list[str]]:
+    """(entries of live fields, names of committed fields)."""
+    entries: dict[Position, bytes] = {}
+    stale: list[str] = []
+    topic, number = partition
+    for raw_name, value in fields.items():
+        name = raw_name.decode()
+        if field_last_offset(name) < first_offset:
+            stale.append(name)
+            continue
+        for offset, entry in unframe_journal(value):
+            entries[(topic, number, offset)] = entry
+    return entries, stale
+
+
 class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str, journal_ttl_ms: int) -> None:
         self._r = client
         self._prefix = prefix
         self._journal_ttl_ms = journal_ttl_ms
         self._apply = _Script(client, "apply.lua")
-        self._read = _Script(client, "read.lua")
-        self._queued_forget: dict[str, list[str]] = {}
+        self._queued_forget: dict[PartitionKey, list[str]] = {}
         self._queued_drop: list[str] = []
         self.index_key = f"{prefix}:deadlines"
         self.pending_key = f"{prefix}:pending"
@@ -98,75 +138,76 @@ class RedisStore:
     def state_key(self, cid: str) -> str:
         return f"{self._prefix}:s:{{{cid}}}"
 
-    def journal_key(self, cid: str) -> str:
-        return f"{self._prefix}:j:{{{cid}}}"
+    def journal_key(self, partition: PartitionKey) -> str:
+        return f"{self._prefix}:j:{partition[0]}:{partition[1]}"
 
-    def read(self, journal_fields: Mapping[str, Sequence[str]]) -> dict[str, Snapshot]:
-        if not journal_fields:
-            return {}
-        keys: list[str] = []
-        args: list[Any] = []
-        for cid, fields in journal_fields.items():
-            keys += [self.state_key(cid), self.journal_key(cid)]
-            args.append(len(fields))
-            args += fields
-        reply = self._read(keys, args)
-        snapshots: dict[str, Snapshot] = {}
-        position = 0
-        for cid, fields in journal_fields.items():
-            blob = reply[position] or None
-            values = reply[position + 1 : position + 1 + len(fields)]
-            position += 1 + len(fields)
-            snapshots[cid] = Snapshot(blob, {f: v for f, v in zip(fields, values, strict=True) if v})
-        return snapshots
+    def read(self, cids: Collection[str], journal_from: Mapping[PartitionKey, int]) -> Reading:
+        if not cids and not journal_from and not self._queued_forget:
+            return Reading({})
+        pipe = self._r.pipeline(transaction=False)
+        forgetting = self._forget_into(pipe)
+        state_key = self.state_key
+        names = list(cids)
+        if names:
+            pipe.mget([state_key(cid) for cid in names])
+        for partition in journal_from:
+            pipe.hgetall(self.journal_key(partition))
+        replies = pipe.execute()[forgetting:]
+        self._queued_forget = {}  # sent: committed entries are gone (or, on error, expire with their TTL)
+        reading = Reading(dict(zip(names, replies[0] or (), strict=True)) if names else {})
+        hashes = replies[1 if names else 0 :]
+        for (partition, first_offset), fields in zip(journal_from.items(), hashes, strict=True):
+            if fields:
+                entries, stale = parse_journal(partition, fields, first_offset)
+                reading.journal.update(entries)
+                if stale:
+                    self._queued_forget[partition] = stale
+        return reading
 
-    def write(self, writes: Sequence[Write]) -> list[bool]:
-        if not writes and not self._queued_forget:
+    def write(
+        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str] | None = None
+    ) -> list[bool]:
+        if not writes:
             return []
-        journal_expire_at = int(time.time() * 1000) + self._journal_ttl_ms
+        partitions = list(journal_fields or {})
+        number = {partition: n for n, partition in enumerate(partitions, 1)}
         keys: list[str] = [self.index_key, self.pending_key, self.held_key]
-        args: list[Any] = [len(writes), len(self._queued_forget)]
+        keys += [self.journal_key(p) for p in partitions]
+        args: list[Any] = [len(writes), len(partitions), int(time.time() * 1000) + self._journal_ttl_ms]
+        args += [(journal_fields or {})[p] for p in partitions]
         for w in writes:
-            keys += [self.state_key(w.cid), self.journal_key(w.cid)]
-            args += [
-                "-" if w.old_blob is None else b"=" + w.old_blob,
-                w.new_blob or b"",
-                w.expire_at_ms,
-                journal_expire_at,
-                w.pending_delta,
-                w.held_delta,
-                len(w.journal),
-            ]
-            for name, value in w.journal.items():
-                args += [name, value]
+            keys.append(self.state_key(w.cid))
+            args += [w.old_blob or b"", w.new_blob or b"", w.expire_at_ms, w.pending_delta, w.held_delta]
+            args.append(len(w.journal))
+            for partition, fragment in w.journal.items():
+                args += [number[partition], fragment]
             args.append(len(w.index_remove))
             args += w.index_remove
             args.append(len(w.index_add))
             for score, member in w.index_add:
                 args += [score, member]
-        for cid, fields in self._queued_forget.items():
-            keys.append(self.journal_key(cid))
-            args.append(len(fields))
-            args += fields
-        results = self._apply(keys, args)
-        self._queued_forget = {}  # sent: committed entries are gone (or, on error, expire with their TTL)
-        return [int(r) == 1 for r in results]
+        return [r == 1 for r in self._apply(keys, args)]
 
-    def forget_journal(self, entries: Mapping[str, Sequence[str]]) -> None:
-        """Queue deletion of committed journal entries; they ride along with the next write."""
-        for cid, fields in entries.items():
-            if fields:
-                self._queued_forget.setdefault(cid, []).extend(fields)
+    def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None:
+        """Queue deletion of committed journal fields; they ride along with the next command."""
+        for partition, names in fields.items():
+            if names:
+                self._queued_forget.setdefault(partition, []).extend(names)
+
+    def _forget_into(self, pipe: Any) -> int:
+        for partition, names in self._queued_forget.items():
+            pipe.hdel(self.journal_key(partition), *names)
+        return len(self._queued_forget)
 
     def due(self, now_ms: int, limit: int) -> list[str]:
         pipe = self._r.pipeline(transaction=False)
+        self._forget_into(pipe)  # an idle consumer still forgets what it committed
         if self._queued_drop:
             pipe.zrem(self.index_key, *self._queued_drop)
         pipe.zrangebyscore(self.index_key, "-inf", now_ms, start=0, num=limit)
         members = pipe.execute()[-1]
+        self._queued_forget = {}
         self._queued_drop = []
-        if self._queued_forget:
-            self.write([])  # an idle consumer still forgets what it committed
         return [m.decode() for m in members]
 
     def drop_index(self, members: Sequence[str]) -> None:
@@ -181,11 +222,13 @@ class RedisStore:
 
     def flush_queued(self) -> None:
         """Send queued clean-ups now (on shutdown, so the journal does not wait for its TTL)."""
-        if self._queued_forget:
-            self.write([])
+        pipe = self._r.pipeline(transaction=False)
+        self._forget_into(pipe)
         if self._queued_drop:
-            self._r.zrem(self.index_key, *self._queued_drop)
-            self._queued_drop = []
+            pipe.zrem(self.index_key, *self._queued_drop)
+        pipe.execute()
+        self._queued_forget = {}
+        self._queued_drop = []
 
 
 class _Script:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from consumer.state.codec import encode_state
 from consumer.state.model import CustomerState
-from consumer.state.store import Write, index_member
+from consumer.state.store import PartitionKey, Write, index_member
 
 
 def _members(cid: str, state: CustomerState) -> set[tuple[int, str]]:
@@ -22,12 +22,15 @@ def plan_write(
     old_blob: bytes | None,
     old: CustomerState,
     new: CustomerState,
-    journal: Mapping[str, bytes],
+    journal: Mapping[PartitionKey, bytes],
 ) -> Write | None:
     """None when nothing changed and nothing needs journaling (no round trip spent on it)."""
-    if new == old and not journal:
+    if not journal and (new is old or new == old):
         return None
-    before, after = _members(cid, old), _members(cid, new)
+    before: set[tuple[int, str]] = set()
+    after: set[tuple[int, str]] = set()
+    if new.pending is not old.pending or new.held is not old.held:  # else no deadline moved
+        before, after = _members(cid, old), _members(cid, new)
     new_blob = None if new.is_empty() else encode_state(new)
     if new_blob is None and old_blob is None and not journal:
         return None

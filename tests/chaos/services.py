@@ -83,6 +83,23 @@ class ChaosServices:
         if not self.answers():
             self.run("up")
             self.started_here = True
+        elif not self._owned():
+            # Faults act through this folder's pid files: against servers started elsewhere (another
+            # checkout's chaos run) they would do nothing, and the run would report false violations.
+            raise RuntimeError(
+                f"ports {self.kafka_port}/{self.redis_port} answer, but not for servers started from "
+                f"{self.directory}: stop them, or choose other CHAOS_KAFKA_PORT/CHAOS_REDIS_PORT"
+            )
+
+    def _owned(self) -> bool:
+        for name in ("kafka.pid", "redis.pid"):
+            try:
+                pid = int((self.directory / "run" / name).read_text().strip())
+            except (OSError, ValueError):
+                return False
+            if not Path(f"/proc/{pid}").exists():
+                return False
+        return True
 
     def ensure(self) -> None:
         """Before a scenario: whatever an earlier scenario left stopped is started again."""

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from consumer.state.codec import frame_journal
 from consumer.state.memory import InMemoryStore
 from consumer.state.store import RedisStore, StateStore, Write, index_member
 from tests.support.kafka import REDIS_URL
@@ -31,18 +32,26 @@ def _later(ms: int) -> int:
     return int(time.time() * 1000) + ms
 
 
+P0 = ("leads.raw", 0)
+P1 = ("leads.raw", 1)
+
+
+def _entries(*pairs: tuple[int, bytes]) -> bytes:
+    return b"".join(frame_journal(offset, entry) for offset, entry in pairs)
+
+
 def test_compare_and_set(store: StateStore) -> None:
-    first = Write("c1", None, b"v1", _later(60_000), journal={"0:1": b"d1"})
-    assert store.write([first]) == [True]
-    assert store.write([first]) == [False]  # the key exists now: creating it again conflicts
-    snapshot = store.read({"c1": ["0:1", "0:2"]})["c1"]
-    assert (snapshot.blob, snapshot.journal) == (b"v1", {"0:1": b"d1"})
+    first = Write("c1", None, b"v1", _later(60_000), journal={P0: _entries((1, b"d1"))})
+    assert store.write([first], {P0: "1:t.0"}) == [True]
+    assert store.write([first], {P0: "1:t.1"}) == [False]  # the key exists now: creating it again conflicts
+    reading = store.read(["c1"], {P0: 0})
+    assert (reading.states, reading.journal) == ({"c1": b"v1"}, {("leads.raw", 0, 1): b"d1"})
     stale = Write("c1", b"something else", b"v2", _later(60_000))
     fresh = Write("c1", b"v1", b"v2", _later(60_000))
     assert store.write([stale, fresh]) == [False, True]
-    assert store.read({"c1": []})["c1"].blob == b"v2"
+    assert store.read(["c1"], {}).states == {"c1": b"v2"}
     assert store.write([Write("c1", b"v2", None, 0)]) == [True]  # None deletes
-    assert store.read({"c1": []})["c1"].blob is None
+    assert store.read(["c1"], {}).states == {"c1": None}
 
 
 def test_index_and_counters_move_with_the_state(store: StateStore) -> None:
@@ -63,45 +72,89 @@ def test_a_conflicting_write_changes_nothing(store: StateStore) -> None:
     due = int(time.time() * 1000)
     assert store.write([Write("c3", None, b"a", _later(60_000))]) == [True]
     loser = Write(
-        "c3", None, b"b", _later(60_000), journal={"1:1": b"x"}, index_add=[(due, "m")], pending_delta=5
+        "c3",
+        None,
+        b"b",
+        _later(60_000),
+        journal={P1: _entries((1, b"x"))},
+        index_add=[(due, "m")],
+        pending_delta=5,
     )
-    assert store.write([loser]) == [False]
+    assert store.write([loser], {P1: "1:t.0"}) == [False]
     assert store.counts() == (0, 0)
-    assert store.read({"c3": ["1:1"]})["c3"].journal == {}
+    assert store.read(["c3"], {P1: 0}).journal == {}
     assert store.due(due + 1, 10) == []
 
 
-def test_forgotten_journal_entries_are_gone_after_the_next_write(store: StateStore) -> None:
-    assert store.write([Write("c4", None, b"a", _later(60_000), journal={"0:7": b"d", "0:8": b"e"})]) == [
-        True
+def test_journal_fields_of_applied_customers_share_one_field_per_partition(store: StateStore) -> None:
+    writes = [
+        Write("c7", None, b"a", _later(60_000), journal={P0: _entries((4, b"d4")), P1: _entries((2, b"e2"))}),
+        Write("c8", None, b"b", _later(60_000), journal={P0: _entries((5, b"d5"), (6, b"d6"))}),
+        Write("c7", None, b"lost", _later(60_000), journal={P0: _entries((7, b"never"))}),
     ]
-    store.forget_journal({"c4": ["0:7"]})
-    store.write([])  # the clean-up rides along with the next write (or the sweeper's next round)
-    assert store.read({"c4": ["0:7", "0:8"]})["c4"].journal == {"0:8": b"e"}
+    assert store.write(writes, {P0: "7:t.0", P1: "2:t.0"}) == [True, True, False]
+    assert store.read([], {P0: 4, P1: 0}).journal == {
+        ("leads.raw", 0, 4): b"d4",
+        ("leads.raw", 0, 5): b"d5",
+        ("leads.raw", 0, 6): b"d6",
+        ("leads.raw", 1, 2): b"e2",
+    }
 
 
-def test_redis_keys_use_the_customer_hash_tag_and_expire(services: None) -> None:
+def test_forgotten_and_committed_journal_fields_are_dropped(store: StateStore) -> None:
+    assert store.write(
+        [Write("c4", None, b"a", _later(60_000), journal={P0: _entries((7, b"d"))})], {P0: "7:t.0"}
+    )
+    assert store.write(
+        [Write("c5", None, b"a", _later(60_000), journal={P0: _entries((8, b"e"))})], {P0: "8:t.1"}
+    )
+    assert store.write(
+        [Write("c9", None, b"a", _later(60_000), journal={P1: _entries((3, b"f"))})], {P1: "3:t.1"}
+    )
+    store.forget_journal({P0: ["7:t.0"]})  # committed: rides along with the next command
+    assert store.read([], {P0: 0}).journal == {("leads.raw", 0, 8): b"e"}
+    # A reader starting at offset 4 of P1 knows everything up to 3 was committed.
+    assert store.read([], {P1: 4}).journal == {}
+    assert store.read([], {P1: 0}).journal == {}  # and it was deleted, not just skipped
+
+
+def test_redis_keys_and_expiry(services: None) -> None:
     client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     prefix = f"contract-{uuid.uuid4().hex[:8]}"
     store = RedisStore(client, prefix, journal_ttl_ms=60_000)
     cid = "odd:{cid}"
-    assert store.write([Write(cid, None, b"a", _later(30_000), journal={"0:1": b"d"})]) == [True]
-    state_key, journal_key = store.state_key(cid), store.journal_key(cid)
-    assert state_key.split("{", 1)[1].split("}", 1)[0] == journal_key.split("{", 1)[1].split("}", 1)[0]
+    assert store.write(
+        [Write(cid, None, b"a", _later(30_000), journal={P0: _entries((1, b"d"))})], {P0: "1:t"}
+    )
+    state_key, journal_key = store.state_key(cid), store.journal_key(P0)
+    assert (state_key, journal_key) == (f"{prefix}:s:{{odd:{{cid}}}}", f"{prefix}:j:leads.raw:0")
     assert 0 < client.pttl(state_key) <= 30_000
     assert 0 < client.pttl(journal_key) <= 60_000
+    assert client.hkeys(journal_key) == [b"1:t"]
     client.delete(state_key, journal_key)
 
 
 def test_many_customers_in_one_call(store: StateStore) -> None:
+    due = int(time.time() * 1000)
     writes = [
-        Write(f"m{i}", None, f"v{i}".encode(), _later(60_000), journal={f"0:{i}": b"d"}) for i in range(500)
+        Write(
+            f"m{i}",
+            None,
+            f"v{i}".encode(),
+            _later(60_000),
+            journal={P0: _entries((i, b"d"))},
+            index_add=[(due + i, index_member(due + i, f"m{i}"))],
+            pending_delta=1,
+        )
+        for i in range(5000)
     ]
     writes.append(Write("m0", None, b"dup", _later(60_000)))  # same customer again: the first write wins
-    assert store.write(writes) == [True] * 500 + [False]
-    snapshots = store.read({f"m{i}": [f"0:{i}", "9:9"] for i in range(500)})
-    assert all(snapshots[f"m{i}"].blob == f"v{i}".encode() for i in range(500))
-    assert all(snapshots[f"m{i}"].journal == {f"0:{i}": b"d"} for i in range(500))
+    assert store.write(writes, {P0: "4999:t"}) == [True] * 5000 + [False]
+    reading = store.read([f"m{i}" for i in range(5000)], {P0: 0})
+    assert reading.states == {f"m{i}": f"v{i}".encode() for i in range(5000)}
+    assert reading.journal == {("leads.raw", 0, i): b"d" for i in range(5000)}
+    assert store.counts() == (5000, 0)
+    assert len(store.due(due + 5000, 10_000)) == 5000  # more than one ZADD chunk
 
 
 def test_script_is_reloaded_after_redis_forgets_it(services: None) -> None:

@@ -48,7 +48,7 @@ from consumer.publish import Output, OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
 from consumer.state.codec import decode_state
 from consumer.state.memory import InMemoryStore
-from consumer.state.store import Write
+from consumer.state.store import PartitionKey, Write
 from tests.unit.reference_model import (
     VALID_AVATARS,
     VALID_EMAILS,
@@ -313,11 +313,13 @@ class InterleavingStore(InMemoryStore):
         super().__init__()
         self.before_next_write: Callable[[], None] | None = None
 
-    def write(self, writes: Sequence[Write]) -> list[bool]:
+    def write(
+        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str] | None = None
+    ) -> list[bool]:
         hook, self.before_next_write = self.before_next_write, None
         if hook is not None:
             hook()
-        return super().write(writes)
+        return super().write(writes, journal_fields)
 
 
 class Harness:
