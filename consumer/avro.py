@@ -96,6 +96,10 @@ class Codec:
     def encode(self, record: dict[str, Any]) -> bytes:
         return self._header + encode(self.schema, record)
 
+    def frame(self, body: bytes) -> bytes:
+        """An Avro body encoded elsewhere (consumer/wire.py), in this codec's wire format."""
+        return self._header + body
+
     def decode(self, data: bytes) -> Any:
         if self._registry is None:
             return decode(self.schema, data)
