@@ -64,8 +64,7 @@ def run_batches(
     for start in range(0, len(records), batch):
         result = processor.process(records[start : start + batch])
         store.forget_journal(result.journal)
-        for decision in result.decisions:
-            _count(decision)
+        _count(result.decisions)
 
 
 def measure(kind: str, records: Sequence[SourceRecord], batch: int, profile: bool) -> dict[str, Any]:

@@ -26,7 +26,8 @@ Errors (confluent-kafka raises KafkaException carrying a KafkaError):
 Every failure surfaces as CommitFailed, never as a raw KafkaException, so the run loop survives it.
 
 at_least_once, per batch:
-  Step 1. Produce every output.  Step 2. Flush and check every delivery report.
+  Step 1. Produce every output.  Step 2. Flush; any failed delivery (only failures are reported)
+          fails the batch.
   Step 3. Commit the input offsets synchronously.  Step 4. Forget the journal entries.
   A crash between 2 and 3 replays the batch: the journal makes it repeat the same records.
 

@@ -49,13 +49,18 @@ def test_decisions_are_counted_by_label() -> None:
         "delay": sample("leads_verification_delay_seconds_count"),
         "delay_sum": sample("leads_verification_delay_seconds_sum"),
     }
-    _count(Decision(attributed=_lead(Mode.DIRECT)))
-    _count(Decision(attributed=_lead(Mode.DEFERRED), verification_delay_ms=90_000))
-    _count(Decision(duplicate=DuplicateKind.VERIFICATION))
-    _count(Invalid(DeadLetterReason.INVALID_MODE, "mode"))
-    _count(Decision(dead_letter=DeadLetterReason.DUPLICATE_ATTRIBUTION))
-    _count(Decision())  # stored as pending: nothing counted
-    assert sample("leads_attributed_total", {"mode": "direct"}) == before["direct"] + 1
+    _count(
+        [
+            Decision(attributed=_lead(Mode.DIRECT)),
+            Decision(attributed=_lead(Mode.DEFERRED), verification_delay_ms=90_000),
+            Decision(duplicate=DuplicateKind.VERIFICATION),
+            Invalid(DeadLetterReason.INVALID_MODE, "mode"),
+            Decision(dead_letter=DeadLetterReason.DUPLICATE_ATTRIBUTION),
+            Decision(),  # stored as pending: nothing counted
+            Decision(attributed=_lead(Mode.DIRECT)),  # one batch: summed per label
+        ]
+    )
+    assert sample("leads_attributed_total", {"mode": "direct"}) == before["direct"] + 2
     assert sample("leads_attributed_total", {"mode": "deferred"}) == before["deferred"] + 1
     assert sample("leads_duplicates_total", {"kind": "verification"}) == before["dup"] + 1
     assert sample("leads_dead_letter_total", {"reason": "invalid_mode"}) == before["dlq"] + 1
