@@ -71,7 +71,8 @@ def _direct(
         attributed_at_ms=now_ms,
     )
     done = _mark_done(state, event.event_name, now_ms + windows.dedupe_ttl_ms)
-    return replace(state, done=done), Decision(attributed=lead, decided_at_ms=now_ms)
+    new_state = CustomerState(state.pending, state.held, done, state.verified_until_ms)
+    return new_state, Decision(attributed=lead, decided_at_ms=now_ms)
 
 
 def _deferred_event1(
@@ -92,8 +93,8 @@ def _deferred_event1(
             event.customer_external_id, _pending_from(event, click_id, now_ms, 0), held, now_ms
         )
         return (
-            replace(
-                state,
+            CustomerState(
+                pending=state.pending,
                 held=tuple(h for h in state.held if h is not held),
                 done=_mark_done(state, event.event_name, now_ms + windows.dedupe_ttl_ms),
                 verified_until_ms=now_ms + windows.dedupe_ttl_ms,
@@ -101,7 +102,8 @@ def _deferred_event1(
             Decision(attributed=lead, decided_at_ms=now_ms),
         )
     stored = _pending_from(event, click_id, now_ms, now_ms + windows.pending_ttl_ms)
-    return replace(state, pending=(*state.pending, stored)), Decision(decided_at_ms=now_ms)
+    new_state = CustomerState((*state.pending, stored), state.held, state.done, state.verified_until_ms)
+    return new_state, Decision(decided_at_ms=now_ms)
 
 
 def _verification(
@@ -112,8 +114,8 @@ def _verification(
     if pending is not None:
         verification = _held_from(event, now_ms, now_ms)
         lead = _deferred_lead(event.customer_external_id, pending, verification, now_ms)
-        new_state = replace(
-            state,
+        new_state = CustomerState(
+            held=state.held,
             pending=tuple(p for p in state.pending if p is not pending),
             done=_mark_done(state, pending.event_name, now_ms + windows.dedupe_ttl_ms),
             verified_until_ms=now_ms + windows.dedupe_ttl_ms,
@@ -125,7 +127,8 @@ def _verification(
         # Verified recently, or an earlier Event 2 already waits for Event 1: one orphan per customer.
         return state, Decision(duplicate=DuplicateKind.VERIFICATION, decided_at_ms=now_ms)
     held = _held_from(event, now_ms, now_ms + windows.orphan_grace_ms)
-    return replace(state, held=(*state.held, held)), Decision(decided_at_ms=now_ms)
+    new_state = CustomerState(state.pending, (*state.held, held), state.done, state.verified_until_ms)
+    return new_state, Decision(decided_at_ms=now_ms)
 
 
 def _pending_from(event: LeadEvent, click_id: str, now_ms: int, deadline_ms: int) -> PendingLead:

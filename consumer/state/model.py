@@ -58,6 +58,8 @@ Item = PendingLead | HeldVerification
 
 @dataclass(frozen=True, slots=True)
 class CustomerState:
+    # consumer/attribute.py builds new states field by field (dataclasses.replace cost ~3 % of the
+    # consumer's CPU): a field added here must be passed there too.
     pending: tuple[PendingLead, ...] = ()
     held: tuple[HeldVerification, ...] = ()
     done: Mapping[str, int] = field(default_factory=dict)  # eventName -> dedupe expiry (ms)
@@ -88,9 +90,10 @@ class CustomerState:
 
     def expires_at_ms(self) -> int:
         """When Redis may drop the whole key: after every deadline, dedupe mark and report margin."""
-        candidates = [self.verified_until_ms, *self.done.values()]
-        candidates += [item.due_ms + REPORT_MARGIN_MS for item in self.items()]
-        return max(candidates, default=0)
+        latest = max(self.done.values(), default=self.verified_until_ms)
+        for item in self.items():
+            latest = max(latest, item.deadline_ms + REPORT_MARGIN_MS, item.lease_until_ms + REPORT_MARGIN_MS)
+        return max(latest, self.verified_until_ms)
 
 
 EMPTY = CustomerState()

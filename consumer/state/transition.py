@@ -40,8 +40,8 @@ def plan_write(
         new_blob=new_blob,
         expire_at_ms=new.expires_at_ms(),
         journal=journal,
-        index_remove=sorted(m for _, m in before - after),
-        index_add=sorted(after - before),
+        index_remove=sorted(m for _, m in before - after) if before else (),
+        index_add=sorted(after - before) if after else (),
         pending_delta=len(new.pending) - len(old.pending),
         held_delta=len(new.held) - len(old.held),
     )
