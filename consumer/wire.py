@@ -39,8 +39,8 @@ def matches(schema_json: dict[str, Any]) -> bool:
 
 def _zigzag(n: int) -> bytes:
     n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
+    out = []
+    while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)

@@ -79,6 +79,10 @@ class CustomerState:
 
     def pruned(self, now_ms: int) -> CustomerState:
         """Forget dedupe marks whose window has passed, so state never grows without bound."""
+        if all(until > now_ms for until in self.done.values()) and (
+            self.verified_until_ms > now_ms or not self.verified_until_ms
+        ):
+            return self  # nothing to forget (nearly always): no copy
         done = {name: until for name, until in self.done.items() if until > now_ms}
         verified = self.verified_until_ms if self.verified_until_ms > now_ms else 0
         if len(done) == len(self.done) and verified == self.verified_until_ms:
