@@ -120,6 +120,7 @@ class Runner:
         self._next_counts = 0.0
         self._kafka_call_since = 0.0  # monotonic start of the blocking Kafka call in progress, 0 if none
         self._state_lock = threading.Lock()  # the watchdog thread changes the Kafka state too
+        self._group_state: tuple[str, str] = ("", "")  # librdkafka's view of the group, from stats
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -502,6 +503,17 @@ class Runner:
         stats = json.loads(stats_json)
         for partition, lag in partition_lag(stats, self.input_topic).items():
             metrics.CONSUMER_LAG.labels(partition=partition).set(lag)
+        group = stats.get("cgrp", {})
+        group_state = (str(group.get("state", "")), str(group.get("join_state", "")))
+        if group_state != self._group_state:
+            # One line per change: when an instance sits out of its group, this says where.
+            self._group_state = group_state
+            log.info(
+                "consumer group state",
+                extra=fields(
+                    state=group_state[0], join_state=group_state[1], partitions=group.get("assignment_size")
+                ),
+            )
         if time.time() - stats.get("time", 0) > STATS_STALE_S:
             return  # queued while the loop was blocked: the broker state it shows is history
         brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
