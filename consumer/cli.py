@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(config.settings.log_level)
     if args.command == "run":
         from consumer.app import run  # noqa: PLC0415 - keeps `send` free of the consumer's wiring
+
+        # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck consumer waits on.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
         return run(config)
     if args.command == "replay":

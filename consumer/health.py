@@ -12,6 +12,11 @@ from consumer.metrics import KAFKA_UP, READY, REDIS_UP, REGISTRY
 
 # The run loop beats at least once per batch wait; a loop silent this long is stuck (liveness fails).
 LIVENESS_TIMEOUT_S = 60.0
+# Kafka unreachable for this long fails liveness too. After a broker restart or freeze, librdkafka
+# (2.16) sometimes leaves a client out of its group for good, loop running, nothing consumed
+# (make chaos, docs/chaos.md): only a new process gets it back. Against a broker that really is
+# away, the restarts cost nothing: the pod waits in the kubelet's back-off until it is back.
+KAFKA_DOWN_LIVENESS_S = 180.0
 
 
 class Health:
@@ -22,14 +27,23 @@ class Health:
         self.stopping = False
         self.redis_ok = True
         self.kafka_ok = True
+        self.kafka_down_since = 0.0  # monotonic time Kafka became unreachable, 0 while reachable
         self.subscribed = False
         self.last_beat = time.monotonic()
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
 
+    def not_alive_reason(self) -> str | None:
+        now = time.monotonic()
+        if now - self.last_beat >= LIVENESS_TIMEOUT_S:
+            return "run loop stalled"
+        if self.kafka_down_since and now - self.kafka_down_since > KAFKA_DOWN_LIVENESS_S:
+            return f"kafka unreachable for over {KAFKA_DOWN_LIVENESS_S:.0f}s"
+        return None
+
     def alive(self) -> bool:
-        return time.monotonic() - self.last_beat < LIVENESS_TIMEOUT_S
+        return self.not_alive_reason() is None
 
     def not_ready_reason(self) -> str | None:
         reasons = []
@@ -55,8 +69,8 @@ def serve(health: Health, port: int, host: str) -> ThreadingHTTPServer:
                 health.not_ready_reason()  # refresh the readiness gauges before each scrape
                 self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                ok = health.alive()
-                self._reply(200 if ok else 503, b"ok\n" if ok else b"run loop stalled\n")
+                problem = health.not_alive_reason()
+                self._reply(503 if problem else 200, f"{problem}\n".encode() if problem else b"ok\n")
             elif path == "/readyz":
                 reason = health.not_ready_reason()
                 self._reply(

@@ -460,6 +460,10 @@ class Runner:
                     log.info("kafka broker reachable again")
                 else:
                     log.error("kafka broker unreachable", extra=fields(error=detail))
+            if ok:
+                self.health.kafka_down_since = 0.0
+            elif not self.health.kafka_down_since:
+                self.health.kafka_down_since = time.monotonic()
             self.health.kafka_ok = ok
             metrics.KAFKA_UP.set(1 if ok else 0)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 
 from prometheus_client import generate_latest
 
 from consumer import metrics
-from consumer.health import Health, serve
+from consumer.health import KAFKA_DOWN_LIVENESS_S, Health, serve
 from consumer.model import AttributedLead, Decision, Invalid
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
 from consumer.runner import _count
@@ -92,8 +93,13 @@ def test_health_endpoints_report_state_and_reason() -> None:
         assert status == 503 and "redis unreachable" in body
         assert sample("leads_ready") == 0 and sample("leads_redis_up") == 0
         assert _get(port, "/healthz") == (200, "ok\n")
+        health.kafka_down_since = time.monotonic() - 60  # a broker restart: not ready, still alive
+        assert _get(port, "/healthz") == (200, "ok\n")
+        health.kafka_down_since = time.monotonic() - KAFKA_DOWN_LIVENESS_S - 1  # a wedged client
+        assert _get(port, "/healthz") == (503, f"kafka unreachable for over {KAFKA_DOWN_LIVENESS_S:.0f}s\n")
+        health.kafka_down_since = 0.0
         health.last_beat -= 3600
-        assert _get(port, "/healthz")[0] == 503
+        assert _get(port, "/healthz") == (503, "run loop stalled\n")
         status, body = _get(port, "/metrics")
         assert status == 200 and "leads_events_consumed_total" in body
     finally:
