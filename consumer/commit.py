@@ -37,6 +37,7 @@ Timer-driven unlinked records go in their own transaction (or flush) without off
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -56,6 +57,11 @@ TRANSACTION_TIMEOUT_S = 8.0
 # The first init_transactions, at start-up, may wait for the coordinator to load its state.
 INIT_TIMEOUT_S = 30.0
 COMMIT_RETRIES = 2
+# librdkafka does not always honour a transactional call's timeout: after a broker restart,
+# send_offsets_to_transaction was seen blocking for minutes with an 8 s timeout (make chaos,
+# docs/chaos.md). So each such call runs in a helper thread, and one still running this long past
+# its own timeout is given up together with its producer (see _bounded).
+CALL_GRACE_S = 12.0
 
 
 class CommitFailed(Exception):
@@ -74,6 +80,33 @@ class CommitFailed(Exception):
         self.fatal = fatal
         self.maybe_committed = maybe_committed
         self.code = code
+
+
+class CallStuck(Exception):
+    """A librdkafka call did not return within its bound."""
+
+
+def _bounded(call: Callable[..., Any], *args: Any, limit_s: float) -> Any:
+    """call(*args) in a daemon thread: its result or its exception, or CallStuck after limit_s.
+    A stuck call keeps its thread (librdkafka cannot be interrupted); the caller abandons the
+    producer, and a new one with the same transactional.id fences it."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, call(*args)))
+        except BaseException as exc:  # handed to the caller's thread as it is
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name="kafka-transaction-call", daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    if not outcome:
+        raise CallStuck(f"{getattr(call, '__name__', 'call')} did not return within {limit_s:.0f}s")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
 
 
 class Committer(Protocol):
@@ -139,9 +172,24 @@ class TransactionalCommitter(_Base):
         # At start-up, so that a restarted instance with the same transactional.id fences its
         # predecessor's open transaction at once (it would otherwise block the partitions until
         # transaction.timeout.ms). A broker that is away at start-up fails the start.
-        self.producer.init_transactions(INIT_TIMEOUT_S)
+        self._abandoned: list[Producer] = []  # stuck in a call: kept, never destroyed (it would block)
+        self._call("init_transactions", INIT_TIMEOUT_S)
         self._retired = False  # the producer must be replaced before the next transaction
         self._initialised = True
+
+    def _call(self, name: str, timeout_s: float | None, *args: Any) -> Any:
+        """A transactional call of the current producer, bounded (see CALL_GRACE_S). A stuck
+        call retires the producer and raises CallStuck."""
+        producer = self.producer
+        call_args = (*args, timeout_s) if timeout_s is not None else args
+        limit_s = (timeout_s or TRANSACTION_TIMEOUT_S) + CALL_GRACE_S
+        try:
+            return _bounded(getattr(producer, name), *call_args, limit_s=limit_s)
+        except CallStuck as stuck:
+            self._abandoned.append(producer)
+            self._retired = True
+            log.warning("abandoning the transactional producer", extra=fields(reason=str(stuck)))
+            raise
 
     def _retire(self, reason: str) -> None:
         if not self._retired:
@@ -161,8 +209,13 @@ class TransactionalCommitter(_Base):
                 self._initialised = False
                 self.producer = self._make_producer()  # the old one is destroyed with its last reference
                 self._retired = False
-            self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
+            self._call("init_transactions", TRANSACTION_TIMEOUT_S)
             self._initialised = True
+        except CallStuck as stuck:
+            KAFKA_ERRORS.inc()
+            raise CommitFailed(
+                f"transactional producer not ready: {stuck}", code=KafkaError._TIMED_OUT
+            ) from None
         except KafkaException as exc:
             error = _error_of(exc)
             fatal = error is not None and error.fatal()
@@ -187,7 +240,9 @@ class TransactionalCommitter(_Base):
             return CommitFailed(f"fatal transaction error: {detail}", True, committing, code)
         TRANSACTION_ABORTS.inc()
         try:
-            self.producer.abort_transaction(TRANSACTION_TIMEOUT_S)
+            self._call("abort_transaction", TRANSACTION_TIMEOUT_S)
+        except CallStuck:
+            pass  # the producer is retired: the next one fences it, and its transaction is aborted
         except KafkaException as abort_exc:
             # Broker away, or a commit in flight (abort is not allowed then): only a new producer
             # gets out of this state without waiting for the old transaction to time out.
@@ -199,16 +254,27 @@ class TransactionalCommitter(_Base):
         self._delivery_errors.clear()
         committing = False
         try:
-            self.producer.begin_transaction()  # Step 1
+            self._call("begin_transaction", None)  # Step 1
             self._produce(outputs)  # Step 2
             if offsets:
-                self.producer.send_offsets_to_transaction(  # Step 3
-                    offsets, consumer.consumer_group_metadata(), TRANSACTION_TIMEOUT_S
+                self._call(  # Step 3
+                    "send_offsets_to_transaction",
+                    TRANSACTION_TIMEOUT_S,
+                    offsets,
+                    consumer.consumer_group_metadata(),
                 )
             committing = True
             self._commit()  # Step 4
         except KafkaException as exc:
             raise self._fail(exc, committing) from None
+        except CallStuck as stuck:
+            # The producer is abandoned (retired): the next transaction starts with a new one, whose
+            # init_transactions fences it and has the coordinator finish its transaction.
+            COMMIT_FAILURES.inc()
+            KAFKA_ERRORS.inc()
+            raise CommitFailed(
+                f"transaction abandoned: {stuck}", maybe_committed=committing, code=KafkaError._TIMED_OUT
+            ) from None
         if self._delivery_errors:
             # commit_transaction succeeded, which it does only once every record is delivered; a
             # report saying otherwise is trusted neither way: let the caller read the offsets.
@@ -219,7 +285,7 @@ class TransactionalCommitter(_Base):
     def _commit(self) -> None:
         for attempt in range(COMMIT_RETRIES):
             try:
-                self.producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+                self._call("commit_transaction", TRANSACTION_TIMEOUT_S)
                 return
             except KafkaException as exc:
                 error = _error_of(exc)

@@ -486,6 +486,7 @@ class Run:
             self._drain()
         finally:
             self.fleet.kill_all()  # only left alive when the run failed early
+        self.services.ensure()  # a fault at the very end may have left the broker down
         self._verify()
         self.outcome.seconds = self.elapsed()
         return self.outcome

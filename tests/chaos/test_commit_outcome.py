@@ -8,11 +8,15 @@ And the committer itself must not stay wedged after commit_transaction timed out
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from consumer import commit
 from consumer.commit import CommitFailed, TransactionalCommitter
 from consumer.expiry import ExpirySweeper
 from consumer.health import Health
@@ -216,3 +220,44 @@ def test_closing_a_fenced_producer_does_not_fail_the_stop() -> None:
     # Found by `make chaos` (broker scenario): a SIGTERM after the instance was fenced exited 1.
     committer = TransactionalCommitter(lambda: cast(Any, FencedProducer([])))
     committer.close()  # no exception: the exit code of a requested stop stays 0
+
+
+class StuckProducer(WedgedProducer):
+    """send_offsets_to_transaction never returns, whatever its timeout (seen after a broker
+    restart, make chaos: librdkafka 2.16 blocked in it for minutes with an 8 s timeout)."""
+
+    def __init__(self, log: list[str], release: threading.Event) -> None:
+        super().__init__(log)
+        self.release = release
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        self.log.append("send_offsets (stuck)")
+        self.release.wait()
+
+
+def test_a_transactional_call_that_never_returns_abandons_its_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(commit, "TRANSACTION_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(commit, "CALL_GRACE_S", 0.3)
+    log: list[str] = []
+    release = threading.Event()
+    producers: list[Any] = []
+
+    def make() -> Any:
+        producers.append(StuckProducer(log, release) if not producers else WedgedProducer(log))
+        return producers[-1]
+
+    committer = TransactionalCommitter(make)
+    outputs = [Output("leads.attributed", b"k", b"v")]
+    started = time.monotonic()
+    with pytest.raises(CommitFailed) as failure:
+        committer.commit_batch(outputs, {(TOPIC, 0): 12}, FakeGroupConsumer())
+    assert time.monotonic() - started < 5  # bounded, not forever
+    assert not failure.value.maybe_committed  # stuck before Step 4: replay the batch
+    assert failure.value.code == KafkaError._TIMED_OUT  # the run loop reports the broker as away
+    # The next batch runs on a new producer (same transactional.id: it fences the stuck one).
+    committer.commit_batch(outputs, {(TOPIC, 0): 12}, FakeGroupConsumer())
+    assert len(producers) == 2
+    assert log == ["init", "begin", "send_offsets (stuck)", "init", "begin", "commit"]
+    release.set()
