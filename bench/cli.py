@@ -248,6 +248,14 @@ def main(argv: list[str] | None = None) -> int:
                     label,
                     partial(phases.latency, ctx, label, args.rate, args.latency_seconds, batch_wait_ms=wait),
                 )
+            # The same offered load shared by two processes: latency with capacity to spare.
+            _run_phase(
+                result,
+                "latency_two_consumers",
+                partial(
+                    phases.latency, ctx, "latency_two_consumers", args.rate, args.latency_seconds, consumers=2
+                ),
+            )
         if "memory" in selected:
             # Both runs read the same number of input records; only the pending leads differ (10x).
             events = 10 * args.pending

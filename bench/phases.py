@@ -275,20 +275,28 @@ def latency(
     warmup_s: float = 2.0,
     guarantee: str = "exactly_once",
     batch_wait_ms: int | None = None,
+    consumers: int = 1,
 ) -> dict[str, Any]:
-    """Offer ``rate`` events/s to a running consumer and time each published record from its
-    input record's timestamp to (a) its output record's timestamp and (b) the moment a
+    """Offer ``rate`` events/s to running consumers (one group) and time each published record
+    from its input record's timestamp to (a) its output record's timestamp and (b) the moment a
     read_committed reader receives it (visible downstream, i.e. after the transaction commit)."""
     topics = ctx.topic_set(label)
     total_s = warmup_s + duration_s
     workload = generate(int(rate * total_s), seed=11, max_gap=int(rate))  # verification within ~1 s
-    proc = ctx.consumer(f"{label}-0", topics, label, guarantee, batch_wait_ms)
-    sampler = Sampler([proc], ctx.services.pids())
-    print(f"bench: {label}: {rate:,.0f} events/s offered for {warmup_s:.0f}+{duration_s:.0f} s", flush=True)
+    procs = [ctx.consumer(f"{label}-{i}", topics, label, guarantee, batch_wait_ms) for i in range(consumers)]
+    sampler = Sampler(procs, ctx.services.pids())
+    print(
+        f"bench: {label}: {rate:,.0f} events/s offered to {consumers} consumer(s) for "
+        f"{warmup_s:.0f}+{duration_s:.0f} s",
+        flush=True,
+    )
     reader = OutputReader(ctx.services.bootstrap, [topics.attributed, topics.dead_letter])
+    exit_codes: list[int | None] = []
     try:
-        proc.start()
-        proc.wait_ready()
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.wait_ready()
         reader.start()
         sampler.start()
         produce_started = sampler.elapsed()
@@ -300,7 +308,7 @@ def latency(
         sampler.stop()
     finally:
         reader.stop()
-        exit_code = proc.stop()
+        exit_codes = [proc.stop() for proc in procs]
 
     first_ms = min(run.sent_ms.values()) if run.sent_ms else 0
     measured_from = first_ms + int(warmup_s * 1000)
@@ -350,6 +358,7 @@ def latency(
     result: dict[str, Any] = {
         "phase": label,
         "guarantee": guarantee,
+        "consumers": consumers,
         "batch_size": ctx.batch_size,
         "batch_wait_ms": batch_wait_ms if batch_wait_ms is not None else ctx.batch_wait_ms,
         "offered_events_per_s": rate,
@@ -370,7 +379,7 @@ def latency(
         },
         "peak_rss_mb": [round(x, 1) for x in sampler.peak_rss_mb],
         "cpu_cores": _cpu_between(sampler.samples, produce_started, sampler.samples[-1].t),
-        "exit_codes": [exit_code],
+        "exit_codes": exit_codes,
         **_batch_stats(sampler.last_metrics),
         "series": {
             "latency_ms": series,

@@ -76,6 +76,8 @@ def rows(report: dict[str, Any]) -> list[Row]:
         rate = f"{lat['offered_events_per_s']:,.0f}/s"
         wait = lat["batch_wait_ms"]
         wait_text = "consumer default batch wait" if wait is None else f"LEADS_BATCH_WAIT_MS={wait}"
+        if lat.get("consumers", 1) > 1:
+            wait_text = f"{lat['consumers']} consumers, {wait_text}"
         missing = f", {lat['missing_outputs']:,} outputs not seen" if lat["missing_outputs"] else ""
         out.append(
             Row(
