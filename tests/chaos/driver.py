@@ -30,6 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.avro import decode, load_schema
+from consumer.state.codec import unframe_journal
 from tests.chaos.services import ChaosServices
 from tests.chaos.stream import COMPARED, Stream, epoch_ms
 from tests.support.kafka import Topics
@@ -432,16 +433,19 @@ class Run:
             return set()
         client = redis.Redis.from_url(self.services.redis_url)
         try:
+            # One journal hash per input partition (<prefix>:j:<topic>:<partition>), its fields the
+            # framed decisions of one batch write each (consumer/state/store.py).
             keys = list(client.scan_iter(match=f"{self.env['LEADS_REDIS_PREFIX']}:j:*", count=1000))
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                pipe.hkeys(key)
+                pipe.hvals(key)
             found: set[tuple[int, int]] = set()
-            for names in pipe.execute():
-                for name in names:
-                    partition, offset = (int(x) for x in name.decode().split(":"))
-                    if offset >= committed.get(partition, 0):
-                        found.add((partition, offset))
+            for key, values in zip(keys, pipe.execute(), strict=True):
+                partition = int(key.decode().rsplit(":", 1)[1])
+                for value in values:
+                    for offset, _entry in unframe_journal(value):
+                        if offset >= committed.get(partition, 0):
+                            found.add((partition, offset))
             return found
         except redis.RedisError:
             return set()
