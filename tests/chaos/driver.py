@@ -38,6 +38,7 @@ from tests.support.process import ConsumerProcess
 
 INPUT_PARTITIONS = 6
 OUTPUT_PARTITIONS = 3
+TRANSACTION_ABORT_S = 75.0  # transaction.timeout.ms (60 s) + the broker's abort scan (10 s) + margin
 STOP_LIMIT_S = 30.0  # SIGTERM must end the process, exit 0, within Kubernetes' grace period
 
 # The consumer's state-change log lines: each must alternate with its opposite (one line per change).
@@ -161,6 +162,7 @@ class Fleet:
         self.unexpected_exits: list[str] = []
         self.stops: list[tuple[str, int | None, float]] = []  # (slot, rc, seconds)
         self.liveness_restarts: list[str] = []
+        self.last_kill = 0.0  # monotonic time of the last kill -9 (its transaction may be open)
         self._liveness_checked = 0.0
 
     def start(self, slot: str, stable_id: bool = True, wait: bool = True, **env: str) -> ConsumerProcess:
@@ -210,6 +212,7 @@ class Fleet:
         if incarnation is not None:
             incarnation.process.kill()
             incarnation.ended = "killed"
+            self.last_kill = time.monotonic()
 
     def pause(self, slot: str, seconds: float) -> None:
         """SIGSTOP for ``seconds`` then SIGCONT (CPU throttling, a long GC pause): the input piles
@@ -289,6 +292,7 @@ class Fleet:
                 time.sleep(1)
             incarnation.process.kill()
             incarnation.ended = "killed: liveness failed"
+            self.last_kill = time.monotonic()
             self.liveness_restarts.append(slot)
             self.note(
                 f"{slot}: /healthz failed ({body.strip()}): killed and started again, as the kubelet would"
@@ -564,6 +568,16 @@ class Run:
         placed = [p for p in self.feeder.placed if p is not None]
         inputs = {p: stream.records[i] for i, p in enumerate(placed)}
 
+        # A consumer killed with a transaction open holds the last stable offset of the output
+        # partitions it wrote to until the broker aborts that transaction (transaction.timeout.ms,
+        # 60 s, plus the broker's 10 s clean-up interval): read_committed readers see the records
+        # after it only then. Read as such a reader would, once that can have happened.
+        settled = self.fleet.last_kill + TRANSACTION_ABORT_S - time.monotonic()
+        if self.fleet.last_kill and settled > 0:
+            out.lines.append(
+                f"waited {settled:.0f}s for the last killed instance's transaction to be aborted"
+            )
+            time.sleep(settled)
         attributed = read_committed(self.services.bootstrap, self.topics.attributed, "attributed_lead")
         dead = read_committed(self.services.bootstrap, self.topics.dead_letter, "dead_letter")
         unlinked = read_committed(self.services.bootstrap, self.topics.unlinked, "unlinked_lead")
