@@ -121,6 +121,8 @@ class Runner:
         self._kafka_call_since = 0.0  # monotonic start of the blocking Kafka call in progress, 0 if none
         self._state_lock = threading.Lock()  # the watchdog thread changes the Kafka state too
         self._group_state: tuple[str, str] = ("", "")  # librdkafka's view of the group, from stats
+        # The highest offset this process has seen committed per partition (see _committed_starts).
+        self._committed_floor: dict[tuple[str, int], int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -230,7 +232,7 @@ class Runner:
                 if not failed:
                     if waited:
                         log.info("committed offsets of the assigned partitions known, starting")
-                    return list(answer)
+                    return self._not_below_floor(answer)
                 problem = str(failed[0].error)
             except KafkaException as exc:
                 problem = str(exc)
@@ -245,6 +247,34 @@ class Runner:
                 return None
             time.sleep(BACKOFF_START_S)
         return []
+
+    def _note_committed(self, offsets: dict[tuple[str, int], int]) -> None:
+        for key, offset in offsets.items():
+            self._committed_floor[key] = max(offset, self._committed_floor.get(key, offset))
+
+    def _not_below_floor(self, answer: list[TopicPartition]) -> list[TopicPartition]:
+        """Right after a broker restart the group coordinator was seen answering committed() with
+        no offset (or an older one) for partitions this process had committed further: starting
+        there replayed committed input, and published it twice (make chaos, docs/chaos.md). An
+        offset this process saw committed stays committed, so a partition never starts below it."""
+        starts: list[TopicPartition] = []
+        behind: dict[str, dict[str, int]] = {}
+        for tp in answer:
+            floor = self._committed_floor.get((tp.topic, tp.partition))
+            if floor is not None and tp.offset < floor:
+                behind[str(tp.partition)] = {"group": tp.offset, "own": floor}
+                starts.append(TopicPartition(tp.topic, tp.partition, floor))
+                continue
+            if tp.offset >= 0:
+                self._committed_floor[(tp.topic, tp.partition)] = tp.offset
+            starts.append(tp)
+        if behind:
+            metrics.KAFKA_ERRORS.inc()
+            log.warning(
+                "the group's committed offsets are behind what this instance committed: starting at its own",
+                extra=fields(partitions=behind),
+            )
+        return starts
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Nothing in hand (see module docstring): every consumed batch is already committed.
@@ -319,6 +349,7 @@ class Runner:
                 return
             log.info("batch was committed after all", extra=fields(records=len(sources)))
         self._set_kafka(True)
+        self._note_committed(result.offsets)
         self.store.forget_journal(result.journal)
         self._record(sources, result, started)
 

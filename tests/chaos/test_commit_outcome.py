@@ -261,3 +261,24 @@ def test_a_transactional_call_that_never_returns_abandons_its_producer(
     assert len(producers) == 2
     assert log == ["init", "begin", "send_offsets (stuck)", "init", "begin", "commit"]
     release.set()
+
+
+def test_a_partition_never_starts_below_what_this_instance_saw_committed() -> None:
+    # Seen in make chaos (broker scenario): right after a broker restart the coordinator answered
+    # committed() with no offset (-1001) or an older one; starting there replayed committed input.
+    sources, result = _batch()
+    consumer = FakeConsumer({0: 12, 1: 6})
+    runner, _ = _runner(consumer, FakeStore(), result)
+    runner._handle_batch(sources)  # the coordinator confirms the commit: 12 and 6 are committed
+    consumer.committed_offsets = {1: 3}  # p0: no offset at all, p1: an older one
+    starts = runner._committed_starts(
+        cast(Any, consumer), [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+    )
+    assert starts is not None
+    assert [(tp.partition, tp.offset) for tp in starts] == [(0, 12), (1, 6)]
+    consumer.committed_offsets = {0: 40, 1: 6}  # ahead (another instance went on): taken as it is
+    starts = runner._committed_starts(
+        cast(Any, consumer), [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+    )
+    assert starts is not None
+    assert [(tp.partition, tp.offset) for tp in starts] == [(0, 40), (1, 6)]
