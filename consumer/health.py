@@ -26,10 +26,13 @@ class Health:
         self.started = False
         self.stopping = False
         self.redis_ok = True
-        self.kafka_ok = True
         self.kafka_down_since = 0.0  # monotonic time Kafka became unreachable, 0 while reachable
         self.subscribed = False
         self.last_beat = time.monotonic()
+
+    @property
+    def kafka_ok(self) -> bool:
+        return not self.kafka_down_since
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()

@@ -61,9 +61,9 @@ SETTLE_TIMEOUT_S = 5.0
 KAFKA_STALL_S = 5.0
 # While such a call waits for the broker (up to socket.timeout.ms, 60 s by default, plus the abort
 # after it), the loop is not stuck: liveness is kept up to this bound. A restart would not bring the
-# broker back, only crash-loop on init_transactions until it is. A call blocked longer is stuck for
-# good (seen once after a broker freeze and crash: librdkafka never returned), and only a restart
-# gets the consumer going again: liveness then fails, LIVENESS_TIMEOUT_S later.
+# broker back, only crash-loop on init_transactions until it is. Transactional calls are bounded
+# in consumer/commit.py (CALL_GRACE_S); a call still blocked past this bound is stuck for good, and
+# only a restart gets the consumer going again: liveness then fails, LIVENESS_TIMEOUT_S later.
 KAFKA_CALL_LIVENESS_S = 90.0
 # Statistics older than this were queued while the loop was blocked: they describe the past.
 STATS_STALE_S = 3.0
@@ -220,8 +220,8 @@ class Runner:
         rebalance interrupts that wait, starts the partition at auto.offset.reset instead: the
         whole partition replayed and published again (librdkafka 2.16; docs/chaos.md). committed()
         of a read_committed consumer waits for those offsets too (KIP-447) and is retried until it
-        answers. No commit yet (OFFSET_INVALID) leaves auto.offset.reset to librdkafka, rightly.
-        None when a stop is requested first."""
+        answers. No commit yet (OFFSET_INVALID) leaves auto.offset.reset to librdkafka, rightly,
+        unless this process saw one (_not_below_floor). None when a stop is requested first."""
         wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         waited = False
         while wanted:
@@ -501,7 +501,6 @@ class Runner:
                 self.health.kafka_down_since = 0.0
             elif not self.health.kafka_down_since:
                 self.health.kafka_down_since = time.monotonic()
-            self.health.kafka_ok = ok
             metrics.KAFKA_UP.set(1 if ok else 0)
 
     @contextmanager

@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from consumer.avro import decode, load_schema
 from consumer.state.codec import unframe_journal
+from consumer.state.store import RedisStore
 from tests.chaos.services import ChaosServices
 from tests.chaos.stream import COMPARED, Stream, epoch_ms
 from tests.support.kafka import Topics
@@ -437,15 +438,15 @@ class Run:
             return set()
         client = redis.Redis.from_url(self.services.redis_url)
         try:
-            # One journal hash per input partition (<prefix>:j:<topic>:<partition>), its fields the
-            # framed decisions of one batch write each (consumer/state/store.py).
-            keys = list(client.scan_iter(match=f"{self.env['LEADS_REDIS_PREFIX']}:j:*", count=1000))
+            # One journal hash per input partition, its fields the framed decisions of one batch
+            # write each (consumer/state/store.py).
+            store = RedisStore(client, self.env["LEADS_REDIS_PREFIX"], journal_ttl_ms=0)
+            partitions = range(INPUT_PARTITIONS)
             pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hvals(key)
+            for partition in partitions:
+                pipe.hvals(store.journal_key((self.topics.input, partition)))
             found: set[tuple[int, int]] = set()
-            for key, values in zip(keys, pipe.execute(), strict=True):
-                partition = int(key.decode().rsplit(":", 1)[1])
+            for partition, values in zip(partitions, pipe.execute(), strict=True):
                 for value in values:
                     for offset, _entry in unframe_journal(value):
                         if offset >= committed.get(partition, 0):

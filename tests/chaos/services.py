@@ -10,13 +10,12 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.process import REPO
+from tests.support.process import REPO, port_answers
 
 SCRIPT = REPO / "deploy" / "local" / "services.sh"
 
@@ -76,7 +75,7 @@ class ChaosServices:
         raise AssertionError("unreachable")
 
     def answers(self) -> bool:
-        return _answers(self.kafka_port) and _answers(self.redis_port)
+        return port_answers(self.kafka_port) and port_answers(self.redis_port)
 
     def up(self) -> None:
         """Start the pair unless both answer already; remember whether we started it."""
@@ -103,9 +102,9 @@ class ChaosServices:
 
     def ensure(self) -> None:
         """Before a scenario: whatever an earlier scenario left stopped is started again."""
-        if not _answers(self.kafka_port):
+        if not port_answers(self.kafka_port):
             self.run("kafka-start")
-        if not _answers(self.redis_port):
+        if not port_answers(self.redis_port):
             self.run("redis-start")
 
     def freeze_kafka(self, seconds: float) -> float:
@@ -120,12 +119,6 @@ class ChaosServices:
 
     def down(self) -> None:
         self.run("down")
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 _shared: ChaosServices | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,22 +10,16 @@ import pytest
 import redis
 
 from tests.support.kafka import BOOTSTRAP, REDIS_URL, Topics, create_topics
-from tests.support.process import REPO, ConsumerProcess
+from tests.support.process import REPO, ConsumerProcess, port_answers
 
 SERVICES = REPO / "deploy" / "local" / "services.sh"
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[None]:
     """Kafka on 9092 and Redis on 6379; started by the suite (and stopped after) if not running."""
     started = False
-    if not (_answers(9092) and _answers(6379)):
+    if not (port_answers(9092) and port_answers(6379)):
         subprocess.run(["bash", str(SERVICES), "up"], check=True)
         started = True
     yield

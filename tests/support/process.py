@@ -16,6 +16,13 @@ from typing import IO
 REPO = Path(__file__).resolve().parents[2]
 
 
+def port_answers(port: int) -> bool:
+    """Something listens on 127.0.0.1:port (a server of ours, started or not by this run)."""
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
