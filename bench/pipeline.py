@@ -52,7 +52,7 @@ def _store(kind: str, services: Services) -> tuple[StateStore, Any]:
     if kind == "memory":
         return InMemoryStore(), None
     prefix = f"bp{time.time_ns() % 10**8}"
-    store = RedisStore.from_url(services.redis_url, prefix, journal_ttl_ms=86_400_000)
+    store = RedisStore.from_url(services.redis_url, prefix, journal_ttl_ms=86_400_000, group="bench")
     return store, prefix
 
 
@@ -63,6 +63,7 @@ def run_batches(
 
     for start in range(0, len(records), batch):
         result = processor.process(records[start : start + batch])
+        store.note_committed(result.offsets)  # what the run loop does after each commit
         store.forget_journal(result.journal)
         _count(result.decisions)
 

@@ -76,7 +76,10 @@ def build_runner(config: Config) -> Runner:
     )
     # The journal must outlive any replay of an uncommitted batch; deleted after commit anyway.
     store = RedisStore.from_url(
-        s.redis_url, s.redis_prefix, journal_ttl_ms=max(windows.pending_ttl_ms, 86_400_000)
+        s.redis_url,
+        s.redis_prefix,
+        journal_ttl_ms=max(windows.pending_ttl_ms, 86_400_000),
+        group=s.consumer_group,
     )
     codecs = OutputCodecs(s, registry)
     processor = BatchProcessor(store, windows, Codec("lead_event", registry), codecs)

@@ -1,4 +1,5 @@
-"""The `leadattr` command: `run` the consumer, `send` lead events."""
+"""The `leadattr` command: `run` the consumer, `send` lead events, `replay` dead letters,
+`clear-offset-floor` before a deliberate replay of input."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     replayer.add_argument("--to", help="target topic (default: each record's sourceTopic)")
     replayer.add_argument("--limit", type=int, help="at most this many records")
     replayer.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+    floor = commands.add_parser(
+        "clear-offset-floor",
+        help="forget the committed offsets this group's consumers keep in Redis, so that offsets reset "
+        "to earlier positions are replayed instead of skipped (stop the consumers first)",
+    )
+    floor.add_argument("--dry-run", action="store_true", help="show the floor, change nothing")
     return parser
 
 
@@ -47,7 +54,23 @@ def main(argv: list[str] | None = None) -> int:
         return run(config)
     if args.command == "replay":
         return _replay(config, args)
+    if args.command == "clear-offset-floor":
+        return _clear_offset_floor(config, args.dry_run)
     return _send(config, args)
+
+
+def _clear_offset_floor(config: Config, dry_run: bool) -> int:
+    from consumer.state.store import RedisStore  # noqa: PLC0415
+
+    s = config.settings
+    store = RedisStore.from_url(s.redis_url, s.redis_prefix, journal_ttl_ms=0, group=s.consumer_group)
+    floor = store.committed_floor()
+    shown = ", ".join(f"{member}={offset}" for member, offset in sorted(floor.items())) or "none"
+    print(f"committed-offset floor of group {s.consumer_group}: {shown}", file=sys.stderr)
+    if not dry_run and floor:
+        store.clear_committed_floor()
+        print("cleared: the group's committed offsets in Kafka are all that count now", file=sys.stderr)
+    return 0
 
 
 def _replay(config: Config, args: argparse.Namespace) -> int:

@@ -6,7 +6,8 @@ offset, in the same atomic script that changes the state. If the Kafka transacti
 aborts after Redis changed, the replayed records find their journal entries and re-emit the very
 same decisions instead of deciding again on state they already changed. The journal fields of a
 batch are deleted once its offsets are committed (see consumer/commit.py), and a reader that
-starts past a field's last offset drops it as committed.
+starts past a field's last offset drops it as committed. Input below a confirmed commit is never
+processed again (AlreadyCommitted): its journal entries may be gone, so it would be decided anew.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ MAX_CONFLICT_RETRIES = 20
 
 class ConflictError(RuntimeError):
     """A customer's state kept changing under us; the batch is retried as a whole."""
+
+
+class AlreadyCommitted(Exception):
+    """The batch starts below offsets once confirmed committed (the committed-offset floor,
+    consumer/state/store.py): the broker's committed offsets went backwards. Nothing was decided
+    or written; the caller seeks the partitions to ``floors`` instead."""
+
+    def __init__(self, floors: dict[PartitionKey, int]) -> None:
+        super().__init__(f"batch starts below the committed offsets of {len(floors)} partitions")
+        self.floors = floors
 
 
 @dataclass(slots=True)
@@ -95,11 +106,18 @@ class BatchProcessor:
         records: dict[int, bytes] = {}
         result = BatchResult()
         todo = dict(by_cid)
+        # The first read covers every partition of the batch, with or without lead events: its
+        # committed-offset floor is checked before anything is decided or written.
+        reading = self._store.read(todo.keys(), first)
+        behind = {p: floor for p, floor in reading.committed.items() if floor > first[p]}
+        if behind:
+            raise AlreadyCommitted(behind)
         for attempt in range(MAX_CONFLICT_RETRIES):
             if not todo:
                 break
             partitions = {(sources[i].topic, sources[i].partition) for ix in todo.values() for i in ix}
-            reading = self._store.read(todo.keys(), {p: first[p] for p in partitions})
+            if attempt:
+                reading = self._store.read(todo.keys(), {p: first[p] for p in partitions})
             fields = {p: journal_field(last[p], f"{token}.{attempt}") for p in partitions}
             writes: list[Write] = []
             for cid, indexes in todo.items():

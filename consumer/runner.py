@@ -19,6 +19,9 @@ Faults, and what the loop does about them (never skipping a batch):
                                  offsets a dead owner's open transaction still holds; librdkafka
                                  would start them from auto.offset.reset if a rebalance interrupted
                                  that wait (Runner._committed_starts).
+  committed offsets went back    (a broker crash was seen to do this) the first batch read finds
+                                 its start below the committed-offset floor kept in Redis: nothing
+                                 is decided, the partitions move up to the floor (_skip_to_committed).
 Each health state change is logged once, when it changes.
 """
 
@@ -43,7 +46,7 @@ from consumer.expiry import ExpirySweeper
 from consumer.health import Health
 from consumer.logs import fields
 from consumer.model import Decision, Invalid, SourceRecord
-from consumer.pipeline import BatchProcessor, BatchResult, ConflictError
+from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult, ConflictError
 from consumer.publish import OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, RebalanceEvent
 from consumer.state.store import StateStore
@@ -121,8 +124,6 @@ class Runner:
         self._kafka_call_since = 0.0  # monotonic start of the blocking Kafka call in progress, 0 if none
         self._state_lock = threading.Lock()  # the watchdog thread changes the Kafka state too
         self._group_state: tuple[str, str] = ("", "")  # librdkafka's view of the group, from stats
-        # The highest offset this process has seen committed per partition (see _committed_starts).
-        self._committed_floor: dict[tuple[str, int], int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -183,12 +184,10 @@ class Runner:
             self.committer.close()
         except Exception:  # exiting anyway: the exit code must say the stop was clean
             log.warning("producer close failed", exc_info=True)
-        flush = getattr(self.store, "flush_queued", None)
-        if flush is not None:
-            try:
-                flush()
-            except redis.RedisError:
-                log.warning("could not forget committed journal entries; they expire with their TTL")
+        try:
+            self.store.flush_queued()
+        except redis.RedisError:
+            log.warning("could not send the committed-offset floor and journal clean-ups at exit")
 
     # --- rebalances ------------------------------------------------------------------------
 
@@ -220,8 +219,10 @@ class Runner:
         rebalance interrupts that wait, starts the partition at auto.offset.reset instead: the
         whole partition replayed and published again (librdkafka 2.16; docs/chaos.md). committed()
         of a read_committed consumer waits for those offsets too (KIP-447) and is retried until it
-        answers. No commit yet (OFFSET_INVALID) leaves auto.offset.reset to librdkafka, rightly,
-        unless this process saw one (_not_below_floor). None when a stop is requested first."""
+        answers. No commit yet (OFFSET_INVALID) leaves auto.offset.reset to librdkafka. An answer
+        that went backwards (seen after broker crashes) is caught by the first batch read, against
+        the committed-offset floor in Redis (pipeline.AlreadyCommitted). None when a stop is
+        requested first."""
         wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         waited = False
         while wanted:
@@ -232,7 +233,7 @@ class Runner:
                 if not failed:
                     if waited:
                         log.info("committed offsets of the assigned partitions known, starting")
-                    return self._not_below_floor(answer)
+                    return answer
                 problem = str(failed[0].error)
             except KafkaException as exc:
                 problem = str(exc)
@@ -248,36 +249,13 @@ class Runner:
             time.sleep(BACKOFF_START_S)
         return []
 
-    def _note_committed(self, offsets: dict[tuple[str, int], int]) -> None:
-        for key, offset in offsets.items():
-            self._committed_floor[key] = max(offset, self._committed_floor.get(key, offset))
-
-    def _not_below_floor(self, answer: list[TopicPartition]) -> list[TopicPartition]:
-        """Right after a broker restart the group coordinator was seen answering committed() with
-        no offset (or an older one) for partitions this process had committed further: starting
-        there replayed committed input, and published it twice (make chaos, docs/chaos.md). An
-        offset this process saw committed stays committed, so a partition never starts below it."""
-        starts: list[TopicPartition] = []
-        behind: dict[str, dict[str, int]] = {}
-        for tp in answer:
-            floor = self._committed_floor.get((tp.topic, tp.partition))
-            if floor is not None and tp.offset < floor:
-                behind[str(tp.partition)] = {"group": tp.offset, "own": floor}
-                starts.append(TopicPartition(tp.topic, tp.partition, floor))
-                continue
-            if tp.offset >= 0:
-                self._committed_floor[(tp.topic, tp.partition)] = tp.offset
-            starts.append(tp)
-        if behind:
-            metrics.KAFKA_ERRORS.inc()
-            log.warning(
-                "the group's committed offsets are behind what this instance committed: starting at its own",
-                extra=fields(partitions=behind),
-            )
-        return starts
-
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Nothing in hand (see module docstring): every consumed batch is already committed.
+        # Nothing in hand (see module docstring): every consumed batch is already committed. The
+        # next owner checks its start against the floor: send what this instance confirmed.
+        try:
+            self.store.flush_queued()
+        except redis.RedisError:
+            log.warning("could not send the committed-offset floor before giving up partitions")
         metrics.REBALANCES.labels(event=RebalanceEvent.REVOKED.value).inc()
         metrics.ASSIGNED_PARTITIONS.set(0)
         for tp in partitions:
@@ -320,7 +298,11 @@ class Runner:
 
     def _handle_batch(self, sources: list[SourceRecord]) -> None:
         started = time.monotonic()
-        result = self._process_with_retry(sources)
+        try:
+            result = self._process_with_retry(sources)
+        except AlreadyCommitted as behind:
+            self._skip_to_committed(sources, behind.floors)
+            return
         if result is None:
             self._rewind(sources)  # stopping during an outage: abandon the batch, nothing was published
             return
@@ -349,9 +331,36 @@ class Runner:
                 return
             log.info("batch was committed after all", extra=fields(records=len(sources)))
         self._set_kafka(True)
-        self._note_committed(result.offsets)
+        self.store.note_committed(result.offsets)  # goes to Redis before the journal clean-up
         self.store.forget_journal(result.journal)
         self._record(sources, result, started)
+
+    def _skip_to_committed(self, sources: list[SourceRecord], floors: dict[tuple[str, int], int]) -> None:
+        """The batch starts below offsets this group had committed (the floor in Redis): the
+        broker's committed offsets went backwards, or an operator reset them without clearing the
+        floor. That input was published already, so the partitions move up to the floor, and the
+        floor is committed to the group again (with no records): the group's offsets and lag are
+        right even if no new input comes."""
+        first: dict[tuple[str, int], int] = {}
+        for source in sources:
+            first.setdefault((source.topic, source.partition), source.offset)
+        metrics.KAFKA_ERRORS.inc()
+        log.warning(
+            "input below the offsets this group committed: skipping to them (a deliberate replay "
+            "needs `leadattr clear-offset-floor` first)",
+            extra=fields(
+                partitions={str(p): {"from": first[(t, p)], "committed": o} for (t, p), o in floors.items()}
+            ),
+        )
+        self._rewind(sources, floors)
+        try:
+            with self._kafka_call():
+                self.committer.commit_batch([], floors, self.consumer)
+        except CommitFailed as failure:
+            log.warning(
+                "could not commit the floor offsets again; the next batch commits past them",
+                extra=fields(error=str(failure)),
+            )
 
     def _settle(self, result: BatchResult) -> dict[tuple[str, int], int] | None:
         """The group's committed offsets for the batch's partitions, after a commit whose outcome is

@@ -16,6 +16,7 @@ class InMemoryStore:
         self.expiry: dict[str, int] = {}
         self.journals: dict[PartitionKey, dict[bytes, bytes]] = {}
         self.index: dict[str, int] = {}
+        self.committed: dict[PartitionKey, int] = {}
         self.pending = 0
         self.held = 0
         self.round_trips = 0
@@ -27,6 +28,8 @@ class InMemoryStore:
             entries, stale = parse_journal(partition, self.journals.get(partition, {}), first_offset)
             reading.journal.update(entries)
             self.forget_journal({partition: stale})
+            if partition in self.committed:
+                reading.committed[partition] = self.committed[partition]
         return reading
 
     def write(
@@ -68,6 +71,13 @@ class InMemoryStore:
                 journal.pop(name.encode(), None)
             if not journal:
                 self.journals.pop(partition, None)
+
+    def note_committed(self, offsets: Mapping[PartitionKey, int]) -> None:
+        for partition, offset in offsets.items():
+            self.committed[partition] = max(offset, self.committed.get(partition, offset))
+
+    def flush_queued(self) -> None:
+        return None  # nothing is queued: every change applies at once
 
     def due(self, now_ms: int, limit: int) -> list[str]:
         self.round_trips += 1

@@ -8,9 +8,21 @@ see the README):
                                   "<last offset>:<token>" -> the framed decisions of its records
   <prefix>:deadlines              zset of "<due ms>:<cid>", scored by due time, for the sweeper
   <prefix>:pending / <prefix>:held   counters behind the leads_pending gauges
+  <prefix>:committed:<group>      zset "<topic>:<partition>" -> the group's committed offset, as
+                                  last confirmed to this service: the committed-offset floor
 
-A batch costs two commands. The read is one pipeline: the journal clean-ups queued by the last
-commit, one MGET of every state and one HGETALL per input partition. The write is one script: a
+The committed-offset floor exists because the broker's word was seen to go backwards: right after
+a broker crash the group coordinator answered committed() with no offset, or an older one, and
+the partitions started there (make chaos, docs/chaos.md). Input below an offset that was once
+confirmed committed has been published and its journal entries forgotten: processing it again
+would publish it twice. So a confirmed commit is noted here (ZADD GT: it only moves forward)
+before its journal entries are deleted, every batch read checks its partitions against it, and
+the pipeline refuses a batch that starts below it. It is cleared only by an operator who means
+to replay (`leadattr clear-offset-floor`, after stopping the consumers).
+
+A batch costs two commands. The read is one pipeline: the floor and journal clean-ups queued by
+the last commit, one MGET of every state, one HGETALL per input partition and one ZMSCORE of the
+floor. The write is one script: a
 compare-and-set per customer plus, for the customers that applied, one journal field per
 partition, one ZREM, one ZADD and the counters. One command per batch rather than several per
 customer is what keeps both the Python client and Redis cheap (docs/performance.md).
@@ -37,6 +49,7 @@ Position = tuple[str, int, int]  # (topic, partition, offset) of one input recor
 class Reading:
     states: dict[str, bytes | None]  # None: no state stored
     journal: dict[Position, bytes] = field(default_factory=dict)  # decisions not yet committed
+    committed: dict[PartitionKey, int] = field(default_factory=dict)  # the floor, where there is one
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +85,17 @@ def field_last_offset(name: str) -> int:
     return int(name.split(":", 1)[0])
 
 
+def floor_member(partition: PartitionKey) -> str:
+    return f"{partition[0]}:{partition[1]}"
+
+
 class StateStore(Protocol):
     """What the pipeline and the sweeper need from state storage; Redis or in-memory."""
 
     def read(self, cids: Collection[str], journal_from: Mapping[PartitionKey, int]) -> Reading:
-        """States of ``cids`` and the journal entries of the partitions in ``journal_from`` (the
-        first offset of the batch in each). Entries before that offset were committed: dropped."""
+        """States of ``cids``, and for the partitions in ``journal_from`` (the first offset of the
+        batch in each) their journal entries and committed-offset floor. Entries before that
+        offset were committed: dropped."""
         ...
 
     def write(
@@ -87,6 +105,14 @@ class StateStore(Protocol):
         ...
 
     def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None: ...
+
+    def note_committed(self, offsets: Mapping[PartitionKey, int]) -> None:
+        """Raise the committed-offset floor (never lowers it); sent before queued journal clean-ups."""
+        ...
+
+    def flush_queued(self) -> None:
+        """Send what note_committed and forget_journal queued now rather than with the next read."""
+        ...
 
     def due(self, now_ms: int, limit: int) -> list[str]: ...
 
@@ -115,25 +141,27 @@ def parse_journal(
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis, prefix: str, journal_ttl_ms: int) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, journal_ttl_ms: int, group: str) -> None:
         self._r = client
         self._prefix = prefix
         self._journal_ttl_ms = journal_ttl_ms
         self._apply = _Script(client, "apply.lua")
+        self._queued_floor: dict[str, int] = {}
         self._queued_forget: dict[PartitionKey, list[str]] = {}
         self._queued_drop: list[str] = []
         self.index_key = f"{prefix}:deadlines"
         self.pending_key = f"{prefix}:pending"
         self.held_key = f"{prefix}:held"
+        self.committed_key = f"{prefix}:committed:{group}"
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, journal_ttl_ms: int) -> RedisStore:
+    def from_url(cls, url: str, prefix: str, journal_ttl_ms: int, group: str) -> RedisStore:
         # Short timeouts: an unreachable Redis must surface as an error the run loop can back off on,
         # not as a consumer hung past max.poll.interval.ms.
         client = redis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
         )
-        return cls(client, prefix, journal_ttl_ms)
+        return cls(client, prefix, journal_ttl_ms, group)
 
     def state_key(self, cid: str) -> str:
         return f"{self._prefix}:s:{{{cid}}}"
@@ -142,26 +170,32 @@ class RedisStore:
         return f"{self._prefix}:j:{partition[0]}:{partition[1]}"
 
     def read(self, cids: Collection[str], journal_from: Mapping[PartitionKey, int]) -> Reading:
-        if not cids and not journal_from and not self._queued_forget:
+        if not cids and not journal_from and not self._queued_forget and not self._queued_floor:
             return Reading({})
         pipe = self._r.pipeline(transaction=False)
-        forgetting = self._forget_into(pipe)
+        queued = self._queued_into(pipe)
         state_key = self.state_key
         names = list(cids)
         if names:
             pipe.mget([state_key(cid) for cid in names])
         for partition in journal_from:
             pipe.hgetall(self.journal_key(partition))
-        replies = pipe.execute()[forgetting:]
-        self._queued_forget = {}  # sent: committed entries are gone (or, on error, expire with their TTL)
+        if journal_from:
+            pipe.zmscore(self.committed_key, [floor_member(p) for p in journal_from])
+        replies = pipe.execute()[queued:]
+        self._sent()
         reading = Reading(dict(zip(names, replies[0] or (), strict=True)) if names else {})
-        hashes = replies[1 if names else 0 :]
+        hashes = replies[1 if names else 0 : -1 if journal_from else None]
         for (partition, first_offset), fields in zip(journal_from.items(), hashes, strict=True):
             if fields:
                 entries, stale = parse_journal(partition, fields, first_offset)
                 reading.journal.update(entries)
                 if stale:
                     self._queued_forget[partition] = stale
+        if journal_from:
+            for partition, score in zip(journal_from, replies[-1], strict=True):
+                if score is not None:
+                    reading.committed[partition] = int(score)
         return reading
 
     def write(
@@ -194,20 +228,43 @@ class RedisStore:
             if names:
                 self._queued_forget.setdefault(partition, []).extend(names)
 
-    def _forget_into(self, pipe: Any) -> int:
+    def note_committed(self, offsets: Mapping[PartitionKey, int]) -> None:
+        for partition, offset in offsets.items():
+            member = floor_member(partition)
+            self._queued_floor[member] = max(offset, self._queued_floor.get(member, offset))
+
+    def committed_floor(self) -> dict[str, int]:
+        """The floor as stored, "<topic>:<partition>" -> offset (for the operator command)."""
+        pairs: list[tuple[bytes, float]] = self._r.zrange(self.committed_key, 0, -1, withscores=True)  # type: ignore[assignment]
+        return {member.decode(): int(score) for member, score in pairs}
+
+    def clear_committed_floor(self) -> None:
+        self._r.delete(self.committed_key)
+
+    def _queued_into(self, pipe: Any) -> int:
+        """Queue the pending clean-ups into ``pipe``: the floor first, so that a journal entry is
+        never deleted (the pipeline may break half way) before the floor covers its offset."""
+        if self._queued_floor:
+            pipe.zadd(self.committed_key, self._queued_floor, gt=True)
         for partition, names in self._queued_forget.items():
             pipe.hdel(self.journal_key(partition), *names)
-        return len(self._queued_forget)
+        if self._queued_drop:
+            pipe.zrem(self.index_key, *self._queued_drop)
+        return bool(self._queued_floor) + len(self._queued_forget) + bool(self._queued_drop)
+
+    def _sent(self) -> None:
+        # After an error they stay queued and go again with the next command: all three are
+        # idempotent. (Lost with the process, the floor is only lower and the journal expires.)
+        self._queued_floor = {}
+        self._queued_forget = {}
+        self._queued_drop = []
 
     def due(self, now_ms: int, limit: int) -> list[str]:
         pipe = self._r.pipeline(transaction=False)
-        self._forget_into(pipe)  # an idle consumer still forgets what it committed
-        if self._queued_drop:
-            pipe.zrem(self.index_key, *self._queued_drop)
+        self._queued_into(pipe)  # an idle consumer still forgets what it committed
         pipe.zrangebyscore(self.index_key, "-inf", now_ms, start=0, num=limit)
         members = pipe.execute()[-1]
-        self._queued_forget = {}
-        self._queued_drop = []
+        self._sent()
         return [m.decode() for m in members]
 
     def drop_index(self, members: Sequence[str]) -> None:
@@ -221,14 +278,10 @@ class RedisStore:
         self._r.ping()
 
     def flush_queued(self) -> None:
-        """Send queued clean-ups now (on shutdown, so the journal does not wait for its TTL)."""
         pipe = self._r.pipeline(transaction=False)
-        self._forget_into(pipe)
-        if self._queued_drop:
-            pipe.zrem(self.index_key, *self._queued_drop)
-        pipe.execute()
-        self._queued_forget = {}
-        self._queued_drop = []
+        if self._queued_into(pipe):
+            pipe.execute()
+            self._sent()
 
 
 class _Script:

@@ -440,7 +440,12 @@ class Run:
         try:
             # One journal hash per input partition, its fields the framed decisions of one batch
             # write each (consumer/state/store.py).
-            store = RedisStore(client, self.env["LEADS_REDIS_PREFIX"], journal_ttl_ms=0)
+            store = RedisStore(
+                client,
+                self.env["LEADS_REDIS_PREFIX"],
+                journal_ttl_ms=0,
+                group=self.env["LEADS_CONSUMER_GROUP"],
+            )
             partitions = range(INPUT_PARTITIONS)
             pipe = client.pipeline(transaction=False)
             for partition in partitions:

@@ -21,7 +21,7 @@ from consumer.commit import CommitFailed, TransactionalCommitter
 from consumer.expiry import ExpirySweeper
 from consumer.health import Health
 from consumer.model import SourceRecord
-from consumer.pipeline import BatchProcessor, BatchResult
+from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult
 from consumer.publish import Output, OutputCodecs
 from consumer.runner import Runner
 from consumer.state.store import PartitionKey, StateStore
@@ -51,10 +51,12 @@ class UnknownOutcomeCommitter:
 
     def __init__(self) -> None:
         self.recovered = 0
+        self.commits: list[tuple[int, dict[tuple[str, int], int]]] = []  # (records, offsets) asked
 
     def commit_batch(
         self, outputs: Sequence[Output], offsets: dict[tuple[str, int], int], consumer: Any
     ) -> None:
+        self.commits.append((len(outputs), offsets))
         raise CommitFailed("transaction aborted: _TIMED_OUT", maybe_committed=True, code=-185)
 
     def publish(self, outputs: Sequence[Output]) -> None:
@@ -70,28 +72,38 @@ class UnknownOutcomeCommitter:
 class FakeProcessor:
     def __init__(self, result: BatchResult) -> None:
         self.result = result
+        self.refuse: dict[PartitionKey, int] = {}
 
     def process(self, sources: Sequence[SourceRecord]) -> BatchResult:
+        if self.refuse:
+            raise AlreadyCommitted(self.refuse)
         return self.result
 
 
 class FakeStore:
     def __init__(self) -> None:
         self.forgotten: list[dict[PartitionKey, list[str]]] = []
+        self.floor: list[dict[PartitionKey, int]] = []
+        self.calls: list[str] = []
+
+    def note_committed(self, offsets: dict[PartitionKey, int]) -> None:
+        self.calls.append("note_committed")
+        self.floor.append(offsets)
 
     def forget_journal(self, entries: dict[PartitionKey, list[str]]) -> None:
+        self.calls.append("forget_journal")
         self.forgotten.append(entries)
 
 
 def _runner(
-    consumer: FakeConsumer, store: FakeStore, result: BatchResult
+    consumer: FakeConsumer, store: FakeStore, result: BatchResult, processor: FakeProcessor | None = None
 ) -> tuple[Runner, UnknownOutcomeCommitter]:
     committer = UnknownOutcomeCommitter()
     runner = Runner(
         make_consumer=lambda _callbacks: cast(Any, consumer),
         committer=committer,
         store=cast(StateStore, store),
-        processor=cast(BatchProcessor, FakeProcessor(result)),
+        processor=cast(BatchProcessor, processor or FakeProcessor(result)),
         sweeper=cast(ExpirySweeper, None),
         codecs=cast(OutputCodecs, None),
         health=Health(),
@@ -120,6 +132,8 @@ def test_a_batch_the_coordinator_committed_is_not_replayed() -> None:
     assert committer.recovered == 1  # the new producer fenced the old one before asking
     assert consumer.seeks == []  # no replay: it would publish the batch a second time
     assert store.forgotten == [result.journal]  # committed, so its journal entries may go
+    assert store.floor == [result.offsets]  # ... once the floor covers them
+    assert store.calls == ["note_committed", "forget_journal"]
 
 
 def test_a_batch_the_coordinator_did_not_commit_is_replayed() -> None:
@@ -129,6 +143,7 @@ def test_a_batch_the_coordinator_did_not_commit_is_replayed() -> None:
     runner._handle_batch(sources)
     assert sorted(consumer.seeks) == [(0, 10), (1, 5)]
     assert store.forgotten == []  # the replay needs them
+    assert store.floor == []
 
 
 def test_stopping_before_the_outcome_is_known_neither_replays_nor_forgets() -> None:
@@ -263,22 +278,15 @@ def test_a_transactional_call_that_never_returns_abandons_its_producer(
     release.set()
 
 
-def test_a_partition_never_starts_below_what_this_instance_saw_committed() -> None:
+def test_a_batch_below_the_committed_floor_moves_its_partitions_up_to_the_floor() -> None:
     # Seen in make chaos (broker scenario): right after a broker restart the coordinator answered
     # committed() with no offset (-1001) or an older one; starting there replayed committed input.
     sources, result = _batch()
-    consumer = FakeConsumer({0: 12, 1: 6})
-    runner, _ = _runner(consumer, FakeStore(), result)
-    runner._handle_batch(sources)  # the coordinator confirms the commit: 12 and 6 are committed
-    consumer.committed_offsets = {1: 3}  # p0: no offset at all, p1: an older one
-    starts = runner._committed_starts(
-        cast(Any, consumer), [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
-    )
-    assert starts is not None
-    assert [(tp.partition, tp.offset) for tp in starts] == [(0, 12), (1, 6)]
-    consumer.committed_offsets = {0: 40, 1: 6}  # ahead (another instance went on): taken as it is
-    starts = runner._committed_starts(
-        cast(Any, consumer), [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
-    )
-    assert starts is not None
-    assert [(tp.partition, tp.offset) for tp in starts] == [(0, 40), (1, 6)]
+    processor = FakeProcessor(result)
+    processor.refuse = {(TOPIC, 0): 40}  # partition 0 was committed up to 40; partition 1 is fine
+    consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
+    runner, committer = _runner(consumer, store, result, processor)
+    runner._handle_batch(sources)
+    assert sorted(consumer.seeks) == [(0, 40), (1, 5)]  # up to the floor; the other from its start
+    assert committer.commits == [(0, {(TOPIC, 0): 40})]  # the floor committed again, no records
+    assert store.calls == []  # nothing noted or forgotten: the batch was not processed

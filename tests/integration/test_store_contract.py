@@ -23,7 +23,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
     request.getfixturevalue("services")
     client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     prefix = f"contract-{uuid.uuid4().hex[:8]}"
-    yield RedisStore(client, prefix, journal_ttl_ms=60_000)
+    yield RedisStore(client, prefix, journal_ttl_ms=60_000, group="contract")
     for key in client.scan_iter(match=f"{prefix}:*"):
         client.delete(key)
 
@@ -118,10 +118,46 @@ def test_forgotten_and_committed_journal_fields_are_dropped(store: StateStore) -
     assert store.read([], {P1: 0}).journal == {}  # and it was deleted, not just skipped
 
 
+def test_the_committed_floor_is_read_with_the_journal_and_only_moves_forward(store: StateStore) -> None:
+    assert store.read([], {P0: 0, P1: 0}).committed == {}
+    store.note_committed({P0: 12, P1: 6})
+    store.note_committed({P0: 9})  # older: ignored
+    assert store.read([], {P0: 0, P1: 0}).committed == {P0: 12, P1: 6}
+    store.note_committed({P0: 20})
+    store.flush_queued()
+    assert store.read(["c1"], {P0: 0}).committed == {P0: 20}  # only the partitions asked for
+
+
+def test_the_floor_goes_to_redis_before_the_journal_clean_up(services: None) -> None:
+    client: redis.Redis = redis.Redis.from_url(REDIS_URL)
+    prefix = f"contract-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(client, prefix, journal_ttl_ms=60_000, group="g1")
+    assert store.write(
+        [Write("c1", None, b"a", _later(60_000), journal={P0: _entries((4, b"d"))})], {P0: "4:t.0"}
+    )
+    store.note_committed({P0: 5})
+    store.forget_journal({P0: ["4:t.0"]})
+    with client.monitor() as monitor:
+        store.flush_queued()
+        sent: list[str] = []
+        while "HDEL" not in sent:  # the pipeline's connection may say HELLO first
+            sent.append(next(monitor.listen())["command"].split()[0])
+    assert [name for name in sent if name in ("ZADD", "HDEL")] == ["ZADD", "HDEL"]
+    assert client.zrange(f"{prefix}:committed:g1", 0, -1, withscores=True) == [(b"leads.raw:0", 5.0)]
+    assert client.exists(store.journal_key(P0)) == 0
+    # Another group has its own floor; clearing one leaves the other.
+    other = RedisStore(client, prefix, journal_ttl_ms=60_000, group="g2")
+    assert other.committed_floor() == {}
+    assert store.committed_floor() == {"leads.raw:0": 5}
+    store.clear_committed_floor()
+    assert store.read([], {P0: 0}).committed == {}
+    client.delete(store.state_key("c1"))
+
+
 def test_redis_keys_and_expiry(services: None) -> None:
     client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     prefix = f"contract-{uuid.uuid4().hex[:8]}"
-    store = RedisStore(client, prefix, journal_ttl_ms=60_000)
+    store = RedisStore(client, prefix, journal_ttl_ms=60_000, group="contract")
     cid = "odd:{cid}"
     assert store.write(
         [Write(cid, None, b"a", _later(30_000), journal={P0: _entries((1, b"d"))})], {P0: "1:t"}
@@ -159,7 +195,7 @@ def test_many_customers_in_one_call(store: StateStore) -> None:
 
 def test_script_is_reloaded_after_redis_forgets_it(services: None) -> None:
     client: redis.Redis = redis.Redis.from_url(REDIS_URL)
-    store = RedisStore(client, f"contract-{uuid.uuid4().hex[:8]}", journal_ttl_ms=60_000)
+    store = RedisStore(client, f"contract-{uuid.uuid4().hex[:8]}", journal_ttl_ms=60_000, group="contract")
     assert store.write([Write("c6", None, b"a", _later(30_000))]) == [True]
     client.script_flush()  # as after a Redis restart
     assert store.write([Write("c6", b"a", b"b", _later(30_000))]) == [True]
