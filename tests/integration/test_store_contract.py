@@ -137,7 +137,7 @@ def test_the_floor_goes_to_redis_before_the_journal_clean_up(services: None) -> 
     )
     store.note_committed({P0: 5})
     store.forget_journal({P0: ["4:t.0"]})
-    with client.monitor() as monitor:
+    with client.monitor() as monitor:  # type: ignore[no-untyped-call]
         store.flush_queued()
         sent: list[str] = []
         while "HDEL" not in sent:  # the pipeline's connection may say HELLO first
