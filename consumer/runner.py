@@ -340,19 +340,42 @@ class Runner:
         broker's committed offsets went backwards, or an operator reset them without clearing the
         floor. That input was published already, so the partitions move up to the floor, and the
         floor is committed to the group again (with no records): the group's offsets and lag are
-        right even if no new input comes."""
+        right even if no new input comes. A floor past the end of its partition belongs to an
+        earlier life of the topic (deleted and created again): it is dropped, not obeyed, or the
+        consumer would seek past the end, be reset to the start, and skip the partition for good."""
         first: dict[tuple[str, int], int] = {}
         for source in sources:
             first.setdefault((source.topic, source.partition), source.offset)
+        past_end = self._past_end(floors)
+        if past_end:
+            log.error(
+                "the committed-offset floor is past the end of its partitions (topic created again?): "
+                "dropping it for them",
+                extra=fields(
+                    partitions={str(p): {"floor": floors[(t, p)], "end": e} for (t, p), e in past_end.items()}
+                ),
+            )
+            try:
+                self.store.forget_committed(list(past_end))
+            except redis.RedisError as error:
+                self._set_redis(False, error)
+                self._rewind(sources)  # the next read checks again
+                return
+            floors = {tp: floor for tp, floor in floors.items() if tp not in past_end}
         metrics.KAFKA_ERRORS.inc()
-        log.warning(
-            "input below the offsets this group committed: skipping to them (a deliberate replay "
-            "needs `leadattr clear-offset-floor` first)",
-            extra=fields(
-                partitions={str(p): {"from": first[(t, p)], "committed": o} for (t, p), o in floors.items()}
-            ),
-        )
+        if floors:
+            log.warning(
+                "input below the offsets this group committed: skipping to them (a deliberate replay "
+                "needs `leadattr clear-offset-floor` first)",
+                extra=fields(
+                    partitions={
+                        str(p): {"from": first[(t, p)], "committed": o} for (t, p), o in floors.items()
+                    }
+                ),
+            )
         self._rewind(sources, floors)
+        if not floors:
+            return
         try:
             with self._kafka_call():
                 self.committer.commit_batch([], floors, self.consumer)
@@ -361,6 +384,22 @@ class Runner:
                 "could not commit the floor offsets again; the next batch commits past them",
                 extra=fields(error=str(failure)),
             )
+
+    def _past_end(self, floors: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """The partitions whose floor lies past their end offset, with that end. Unknown (broker
+        unreachable) counts as not past: skipping is the safe way to be wrong for a moment."""
+        past: dict[tuple[str, int], int] = {}
+        for (topic, partition), floor in floors.items():
+            try:
+                with self._kafka_call():
+                    _low, high = self.consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=SETTLE_TIMEOUT_S
+                    )
+            except KafkaException:
+                continue
+            if floor > high:
+                past[(topic, partition)] = high
+        return past
 
     def _settle(self, result: BatchResult) -> dict[tuple[str, int], int] | None:
         """The group's committed offsets for the batch's partitions, after a commit whose outcome is

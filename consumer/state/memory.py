@@ -76,6 +76,10 @@ class InMemoryStore:
         for partition, offset in offsets.items():
             self.committed[partition] = max(offset, self.committed.get(partition, offset))
 
+    def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
+        for partition in partitions:
+            self.committed.pop(partition, None)
+
     def flush_queued(self) -> None:
         return None  # nothing is queued: every change applies at once
 

@@ -110,6 +110,10 @@ class StateStore(Protocol):
         """Raise the committed-offset floor (never lowers it); sent before queued journal clean-ups."""
         ...
 
+    def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
+        """Drop the floor of these partitions (at once, not queued)."""
+        ...
+
     def flush_queued(self) -> None:
         """Send what note_committed and forget_journal queued now rather than with the next read."""
         ...
@@ -232,6 +236,11 @@ class RedisStore:
         for partition, offset in offsets.items():
             member = floor_member(partition)
             self._queued_floor[member] = max(offset, self._queued_floor.get(member, offset))
+
+    def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
+        for partition in partitions:
+            self._queued_floor.pop(floor_member(partition), None)
+        self._r.zrem(self.committed_key, *(floor_member(p) for p in partitions))
 
     def committed_floor(self) -> dict[str, int]:
         """The floor as stored, "<topic>:<partition>" -> offset (for the operator command)."""

@@ -34,6 +34,7 @@ class FakeConsumer:
         self.committed_offsets = committed
         self.seeks: list[tuple[int, int]] = []
         self.committed_calls = 0
+        self.ends: dict[int, int] = {}
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         self.committed_calls += 1
@@ -44,6 +45,9 @@ class FakeConsumer:
 
     def seek(self, tp: TopicPartition) -> None:
         self.seeks.append((tp.partition, tp.offset))
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+        return 0, self.ends.get(tp.partition, 1_000_000)
 
 
 class UnknownOutcomeCommitter:
@@ -93,6 +97,9 @@ class FakeStore:
     def forget_journal(self, entries: dict[PartitionKey, list[str]]) -> None:
         self.calls.append("forget_journal")
         self.forgotten.append(entries)
+
+    def forget_committed(self, partitions: list[PartitionKey]) -> None:
+        self.calls.append(f"forget_committed {sorted(partitions)}")
 
 
 def _runner(
@@ -290,3 +297,17 @@ def test_a_batch_below_the_committed_floor_moves_its_partitions_up_to_the_floor(
     assert sorted(consumer.seeks) == [(0, 40), (1, 5)]  # up to the floor; the other from its start
     assert committer.commits == [(0, {(TOPIC, 0): 40})]  # the floor committed again, no records
     assert store.calls == []  # nothing noted or forgotten: the batch was not processed
+
+
+def test_a_floor_past_the_end_of_its_partition_is_dropped_not_obeyed() -> None:
+    # The topic was deleted and created again: its offsets start over, the floor is from before.
+    sources, result = _batch()
+    processor = FakeProcessor(result)
+    processor.refuse = {(TOPIC, 0): 40, (TOPIC, 1): 900}
+    consumer, store = FakeConsumer({}), FakeStore()
+    consumer.ends = {0: 50, 1: 7}
+    runner, committer = _runner(consumer, store, result, processor)
+    runner._handle_batch(sources)
+    assert store.calls == [f"forget_committed {[(TOPIC, 1)]}"]
+    assert sorted(consumer.seeks) == [(0, 40), (1, 5)]  # partition 1 from its batch start: processed next
+    assert committer.commits == [(0, {(TOPIC, 0): 40})]

@@ -126,6 +126,8 @@ def test_the_committed_floor_is_read_with_the_journal_and_only_moves_forward(sto
     store.note_committed({P0: 20})
     store.flush_queued()
     assert store.read(["c1"], {P0: 0}).committed == {P0: 20}  # only the partitions asked for
+    store.forget_committed([P1])  # the topic was created again: its floor is dropped
+    assert store.read([], {P0: 0, P1: 0}).committed == {P0: 20}
 
 
 def test_the_floor_goes_to_redis_before_the_journal_clean_up(services: None) -> None:
