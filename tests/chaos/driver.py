@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.avro import decode, load_schema
@@ -461,6 +469,21 @@ class Run:
             return set()
         finally:
             client.close()
+
+    def move_group_back(self, share: float) -> dict[int, tuple[int, int]]:
+        """With every instance stopped: move the group's committed input offsets back to ``share``
+        of where they are (0: the start, as if nothing was committed), as the broker was seen to
+        answer after a crash. Returns {partition: (was, now)}."""
+        group = self.env["LEADS_CONSUMER_GROUP"]
+        was = committed_offsets(self.services.bootstrap, group, self.topics.input)
+        moved = {p: (offset, int(max(offset, 0) * share)) for p, offset in was.items()}
+        admin = AdminClient({"bootstrap.servers": self.services.bootstrap, "log_level": 2})
+        request = ConsumerGroupTopicPartitions(
+            group, [TopicPartition(self.topics.input, p, now) for p, (_, now) in moved.items()]
+        )
+        for future in admin.alter_consumer_group_offsets([request]).values():
+            future.result(60)
+        return moved
 
     def caught_up(self) -> bool:
         end = end_offsets(self.services.bootstrap, self.topics.input)

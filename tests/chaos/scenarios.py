@@ -211,6 +211,26 @@ def rebalance(run: Run) -> None:
             run.fault(f"kill -9 {slot} after a {stall:.1f}s SIGSTOP")
 
 
+def offsets_back(run: Run) -> None:
+    """The group's committed offsets go backwards, as the broker answered right after a crash in
+    the broker scenario (docs/chaos.md): both instances stopped, the offsets moved back (halfway,
+    later to the start: no offsets at all), the instances started again. The committed-offset
+    floor in Redis must keep every record single."""
+    run.fleet.start("a")
+    run.fleet.start("b")
+    run.begin_feeding()
+    for low, high, share in ((0.25, 0.45, 0.5), (0.6, 0.85, 0.0)):
+        run.at_progress(run.rng.uniform(low, high))
+        _wait_working(run)
+        for slot in ("a", "b"):
+            run.fleet.stop(slot)
+        moved = run.move_group_back(share)
+        back = sum(was - now for was, now in moved.values())
+        run.fault(f"both stopped, group offsets moved back {back} records (to {share:.0%})")
+        run.fleet.start("a", wait=False)
+        run.fleet.start("b")
+
+
 def alo_kill(run: Run) -> None:
     """As ``kill`` under at_least_once (the Run is created with that guarantee)."""
     kill(run)
@@ -257,7 +277,8 @@ SCENARIOS: dict[str, Scenario] = {
     "broker": Scenario(broker, rate_factor=0.4),
     "rebalance": Scenario(rebalance),
     "alo": Scenario(alo_kill, "at_least_once"),
+    "offsets-back": Scenario(offsets_back),
     "baseline": Scenario(baseline),
     "small": Scenario(small),
 }
-DEFAULT = ["kill", "redis", "broker", "rebalance", "alo"]
+DEFAULT = ["kill", "redis", "broker", "rebalance", "alo", "offsets-back"]
