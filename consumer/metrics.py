@@ -69,6 +69,11 @@ REDIS_RETRIES = Counter(
     "leads_redis_retries", "Redis round trips retried after a failure.", registry=REGISTRY
 )
 KAFKA_ERRORS = Counter("leads_kafka_errors", "Producer, consumer and transaction errors.", registry=REGISTRY)
+FLOOR_SKIPS = Counter(
+    "leads_offset_floor_skips",
+    "Batches refused for starting below the committed-offset floor: the group's offsets went back.",
+    registry=REGISTRY,
+)
 REDIS_UP = Gauge("leads_redis_up", "1 when the last Redis round trip succeeded.", registry=REGISTRY)
 KAFKA_UP = Gauge("leads_kafka_up", "1 when the broker is reachable.", registry=REGISTRY)
 READY = Gauge("leads_ready", "1 when /readyz answers ready.", registry=REGISTRY)

@@ -59,6 +59,8 @@ BACKOFF_MAX_S = 5.0
 COUNTS_INTERVAL_S = 5.0
 # Asking the group coordinator for committed offsets, per try (Runner._settle).
 SETTLE_TIMEOUT_S = 5.0
+# How long _settle asks again when the coordinator answers offsets below the batch's start.
+STALE_ANSWER_LIMIT_S = 60.0
 # A transactional call blocked this long means the broker is away (a commit takes milliseconds);
 # librdkafka may block for the whole outage, so a watchdog thread reports it to readiness.
 KAFKA_STALL_S = 5.0
@@ -301,6 +303,7 @@ class Runner:
         try:
             result = self._process_with_retry(sources)
         except AlreadyCommitted as behind:
+            self._set_redis(True)  # the read that found the floor succeeded
             self._skip_to_committed(sources, behind.floors)
             return
         if result is None:
@@ -322,7 +325,7 @@ class Runner:
                 "batch commit outcome unknown, reading the committed offsets",
                 extra=fields(error=str(failure), fatal=failure.fatal),
             )
-            committed = self._settle(result)
+            committed = self._settle(result, _first_offsets(sources))
             if committed is None:
                 return  # stopping first: whoever owns the partitions next starts from the committed offsets
             if any(committed.get(tp, -1) < end for tp, end in result.offsets.items()):
@@ -331,8 +334,15 @@ class Runner:
                 return
             log.info("batch was committed after all", extra=fields(records=len(sources)))
         self._set_kafka(True)
-        self.store.note_committed(result.offsets)  # goes to Redis before the journal clean-up
+        # The floor and the journal clean-up go to Redis now, in one script, floor first: a crash
+        # after the commit then leaves only this short window uncovered, not a whole batch cycle.
+        # On a Redis error they stay queued and ride on the next read.
+        self.store.note_committed(result.offsets)
         self.store.forget_journal(result.journal)
+        try:
+            self.store.flush_queued()
+        except redis.RedisError as error:
+            self._set_redis(False, error)
         self._record(sources, result, started)
 
     def _skip_to_committed(self, sources: list[SourceRecord], floors: dict[tuple[str, int], int]) -> None:
@@ -343,9 +353,7 @@ class Runner:
         right even if no new input comes. A floor past the end of its partition belongs to an
         earlier life of the topic (deleted and created again): it is dropped, not obeyed, or the
         consumer would seek past the end, be reset to the start, and skip the partition for good."""
-        first: dict[tuple[str, int], int] = {}
-        for source in sources:
-            first.setdefault((source.topic, source.partition), source.offset)
+        first = _first_offsets(sources)
         past_end = self._past_end(floors)
         if past_end:
             log.error(
@@ -362,7 +370,7 @@ class Runner:
                 self._rewind(sources)  # the next read checks again
                 return
             floors = {tp: floor for tp, floor in floors.items() if tp not in past_end}
-        metrics.KAFKA_ERRORS.inc()
+        metrics.FLOOR_SKIPS.inc()
         if floors:
             log.warning(
                 "input below the offsets this group committed: skipping to them (a deliberate replay "
@@ -401,16 +409,23 @@ class Runner:
                 past[(topic, partition)] = high
         return past
 
-    def _settle(self, result: BatchResult) -> dict[tuple[str, int], int] | None:
+    def _settle(
+        self, result: BatchResult, first: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int] | None:
         """The group's committed offsets for the batch's partitions, after a commit whose outcome is
         unknown; None if a stop is requested before the coordinator answers.
 
         committer.recover() first: a new producer with the same transactional.id makes the
         coordinator finish the old transaction (commit it if it was prepared, else abort it), and
         a read_committed consumer's committed() waits for pending transactional offsets
-        (KIP-447), so the answer is final, not a snapshot taken mid-commit."""
+        (KIP-447), so the answer is final, not a snapshot taken mid-commit. An answer below the
+        batch's first offsets is stale (the batch started where the group's commits had reached:
+        a coordinator just reloaded after a broker crash was seen answering that way) and is asked
+        again for up to STALE_ANSWER_LIMIT_S; after that it is returned as it is, and the floor
+        check of the replay brings the partitions back up to the batch's start."""
         partitions = [TopicPartition(topic, partition) for topic, partition in result.offsets]
         backoff = BACKOFF_START_S
+        stale_since = 0.0
         while True:
             self.health.beat()
             problem = ""
@@ -419,9 +434,13 @@ class Runner:
                     self.committer.recover()
                     answer = self.consumer.committed(partitions, timeout=SETTLE_TIMEOUT_S)
                 failed = [tp for tp in answer if tp.error is not None]
-                if not failed:
+                stale = [tp for tp in answer if tp.offset < first.get((tp.topic, tp.partition), -1)]
+                stale_since = stale_since or (time.monotonic() if stale else 0.0)
+                if not failed and (not stale or time.monotonic() - stale_since > STALE_ANSWER_LIMIT_S):
                     return {(tp.topic, tp.partition): tp.offset for tp in answer}
-                problem = str(failed[0].error)
+                problem = (
+                    str(failed[0].error) if failed else f"committed offsets behind the batch: {stale[0]}"
+                )
             except CommitFailed as failure:
                 problem = str(failure)
             except KafkaException as exc:
@@ -458,10 +477,7 @@ class Runner:
     ) -> None:
         """Seek back to the batch's first offsets, so the batch is consumed and processed again;
         or, when known, to the committed offsets (which are authoritative)."""
-        first: dict[tuple[str, int], int] = {}
-        for source in sources:
-            first.setdefault((source.topic, source.partition), source.offset)
-        for (topic, partition), start in first.items():
+        for (topic, partition), start in _first_offsets(sources).items():
             known = (committed or {}).get((topic, partition), -1)
             offset = known if known >= 0 else start
             try:
@@ -617,6 +633,13 @@ class Runner:
             self._set_kafka(False, f"broker {silent[0]['nodeid']} has not answered for {idle_s:.0f}s")
         elif any(b.get("state") == "UP" for b in brokers):
             self._set_kafka(True)
+
+
+def _first_offsets(sources: Iterable[SourceRecord]) -> dict[tuple[str, int], int]:
+    first: dict[tuple[str, int], int] = {}
+    for source in sources:
+        first.setdefault((source.topic, source.partition), source.offset)
+    return first
 
 
 def _has_label(partition: int) -> bool:

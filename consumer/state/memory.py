@@ -25,7 +25,8 @@ class InMemoryStore:
         self.round_trips += 1
         reading = Reading({cid: self.states.get(cid) for cid in cids})
         for partition, first_offset in journal_from.items():
-            entries, stale = parse_journal(partition, self.journals.get(partition, {}), first_offset)
+            covered = min(first_offset, self.committed.get(partition, -1))
+            entries, stale = parse_journal(partition, self.journals.get(partition, {}), first_offset, covered)
             reading.journal.update(entries)
             self.forget_journal({partition: stale})
             if partition in self.committed:

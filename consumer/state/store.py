@@ -128,16 +128,22 @@ class StateStore(Protocol):
 
 
 def parse_journal(
-    partition: PartitionKey, fields: Mapping[bytes, bytes], first_offset: int
+    partition: PartitionKey, fields: Mapping[bytes, bytes], first_offset: int, covered: int
 ) -> tuple[dict[Position, bytes], list[str]]:
-    """(entries of live fields, names of committed fields)."""
+    """(entries of the fields a batch starting at ``first_offset`` may need, names of the fields
+    that may be deleted). Fields before the batch's first offset are not needed: its start is
+    where the group's commits reached. They are deleted only below ``covered`` (the floor, as
+    read in the same round trip), so the floor covers every deleted entry; the others wait for
+    the floor or their TTL."""
     entries: dict[Position, bytes] = {}
     stale: list[str] = []
     topic, number = partition
     for raw_name, value in fields.items():
         name = raw_name.decode()
-        if field_last_offset(name) < first_offset:
-            stale.append(name)
+        last = field_last_offset(name)
+        if last < first_offset:
+            if last < covered:
+                stale.append(name)
             continue
         for offset, entry in unframe_journal(value):
             entries[(topic, number, offset)] = entry
@@ -150,6 +156,7 @@ class RedisStore:
         self._prefix = prefix
         self._journal_ttl_ms = journal_ttl_ms
         self._apply = _Script(client, "apply.lua")
+        self._committed_script = _script_text("committed.lua")
         self._queued_floor: dict[str, int] = {}
         self._queued_forget: dict[PartitionKey, list[str]] = {}
         self._queued_drop: list[str] = []
@@ -189,17 +196,18 @@ class RedisStore:
         replies = pipe.execute()[queued:]
         self._sent()
         reading = Reading(dict(zip(names, replies[0] or (), strict=True)) if names else {})
-        hashes = replies[1 if names else 0 : -1 if journal_from else None]
-        for (partition, first_offset), fields in zip(journal_from.items(), hashes, strict=True):
-            if fields:
-                entries, stale = parse_journal(partition, fields, first_offset)
-                reading.journal.update(entries)
-                if stale:
-                    self._queued_forget[partition] = stale
         if journal_from:
             for partition, score in zip(journal_from, replies[-1], strict=True):
                 if score is not None:
                     reading.committed[partition] = int(score)
+        hashes = replies[1 if names else 0 : -1 if journal_from else None]
+        for (partition, first_offset), fields in zip(journal_from.items(), hashes, strict=True):
+            if fields:
+                covered = min(first_offset, reading.committed.get(partition, -1))
+                entries, stale = parse_journal(partition, fields, first_offset, covered)
+                reading.journal.update(entries)
+                if stale:
+                    self._queued_forget[partition] = stale
         return reading
 
     def write(
@@ -251,15 +259,25 @@ class RedisStore:
         self._r.delete(self.committed_key)
 
     def _queued_into(self, pipe: Any) -> int:
-        """Queue the pending clean-ups into ``pipe``: the floor first, so that a journal entry is
-        never deleted (the pipeline may break half way) before the floor covers its offset."""
-        if self._queued_floor:
-            pipe.zadd(self.committed_key, self._queued_floor, gt=True)
-        for partition, names in self._queued_forget.items():
-            pipe.hdel(self.journal_key(partition), *names)
+        """Add the queued clean-ups to ``pipe``; returns how many commands that is. The floor and
+        the journal clean-up go as one script (committed.lua), floor first: a journal entry is
+        never deleted unless the floor covering its offset was stored."""
+        commands = 0
+        if self._queued_floor or self._queued_forget:
+            keys = [self.committed_key, *(self.journal_key(p) for p in self._queued_forget)]
+            args: list[Any] = [len(self._queued_floor)]
+            for member, offset in self._queued_floor.items():
+                args += [offset, member]
+            for names in self._queued_forget.values():
+                args += [len(names), *names]
+            # EVAL, not EVALSHA: a pipeline cannot reload a script Redis forgot; the text is small
+            # and Redis keeps it compiled.
+            pipe.eval(self._committed_script, len(keys), *keys, *args)
+            commands += 1
         if self._queued_drop:
             pipe.zrem(self.index_key, *self._queued_drop)
-        return bool(self._queued_floor) + len(self._queued_forget) + bool(self._queued_drop)
+            commands += 1
+        return commands
 
     def _sent(self) -> None:
         # After an error they stay queued and go again with the next command: all three are
@@ -293,12 +311,16 @@ class RedisStore:
             self._sent()
 
 
+def _script_text(name: str) -> str:
+    return resources.files("consumer.state").joinpath(name).read_text()
+
+
 class _Script:
     """EVALSHA with a reload when Redis has forgotten the script (after a restart)."""
 
     def __init__(self, client: redis.Redis, name: str) -> None:
         self._r = client
-        self._text = resources.files("consumer.state").joinpath(name).read_text()
+        self._text = _script_text(name)
         self._sha = ""
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:

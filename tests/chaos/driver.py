@@ -475,15 +475,24 @@ class Run:
         of where they are (0: the start, as if nothing was committed), as the broker was seen to
         answer after a crash. Returns {partition: (was, now)}."""
         group = self.env["LEADS_CONSUMER_GROUP"]
-        was = committed_offsets(self.services.bootstrap, group, self.topics.input)
-        moved = {p: (offset, int(max(offset, 0) * share)) for p, offset in was.items()}
         admin = AdminClient({"bootstrap.servers": self.services.bootstrap, "log_level": 2})
-        request = ConsumerGroupTopicPartitions(
-            group, [TopicPartition(self.topics.input, p, now) for p, (_, now) in moved.items()]
-        )
-        for future in admin.alter_consumer_group_offsets([request]).values():
-            future.result(60)
-        return moved
+        deadline = time.monotonic() + 90  # killed members stay in the group for the session timeout
+        while True:
+            # stable=False: a killed member's open transaction must not block the read; the
+            # numbers only say where to move back to.
+            was = committed_offsets(self.services.bootstrap, group, self.topics.input, stable=False)
+            moved = {p: (offset, int(max(offset, 0) * share)) for p, offset in was.items()}
+            request = ConsumerGroupTopicPartitions(
+                group, [TopicPartition(self.topics.input, p, now) for p, (_, now) in moved.items()]
+            )
+            try:
+                for future in admin.alter_consumer_group_offsets([request]).values():
+                    future.result(60)
+                return moved
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
 
     def caught_up(self) -> bool:
         end = end_offsets(self.services.bootstrap, self.topics.input)

@@ -213,20 +213,25 @@ def rebalance(run: Run) -> None:
 
 def offsets_back(run: Run) -> None:
     """The group's committed offsets go backwards, as the broker answered right after a crash in
-    the broker scenario (docs/chaos.md): both instances stopped, the offsets moved back (halfway,
-    later to the start: no offsets at all), the instances started again. The committed-offset
-    floor in Redis must keep every record single."""
+    the broker scenario (docs/chaos.md): both instances stopped (SIGTERM, later kill -9 after a
+    stall, so the floor of their last commits is not flushed at exit), the offsets moved back
+    (halfway, later to the start: no offsets at all), the instances started again. The
+    committed-offset floor in Redis must keep every record single."""
     run.fleet.start("a")
     run.fleet.start("b")
     run.begin_feeding()
-    for low, high, share in ((0.25, 0.45, 0.5), (0.6, 0.85, 0.0)):
+    for low, high, share, how in ((0.25, 0.45, 0.5, "SIGTERM"), (0.6, 0.85, 0.0, "kill -9")):
         run.at_progress(run.rng.uniform(low, high))
         _wait_working(run)
         for slot in ("a", "b"):
-            run.fleet.stop(slot)
+            if how == "SIGTERM":
+                run.fleet.stop(slot)
+            else:
+                run.fleet.pause(slot, run.rng.uniform(1.0, 3.0))
+                run.fleet.kill(slot)
         moved = run.move_group_back(share)
         back = sum(was - now for was, now in moved.values())
-        run.fault(f"both stopped, group offsets moved back {back} records (to {share:.0%})")
+        run.fault(f"both stopped ({how}), group offsets moved back {back} records (to {share:.0%})")
         run.fleet.start("a", wait=False)
         run.fleet.start("b")
 

@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer import commit
+from consumer import runner as runner_module
 from consumer.commit import CommitFailed, TransactionalCommitter
 from consumer.expiry import ExpirySweeper
 from consumer.health import Health
@@ -35,9 +36,15 @@ class FakeConsumer:
         self.seeks: list[tuple[int, int]] = []
         self.committed_calls = 0
         self.ends: dict[int, int] = {}
+        self.answers: list[dict[int, int]] = []
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         self.committed_calls += 1
+        if self.answers:  # scripted answers first, one per call
+            answer = self.answers.pop(0)
+            return [
+                TopicPartition(tp.topic, tp.partition, answer.get(tp.partition, -1001)) for tp in partitions
+            ]
         return [
             TopicPartition(tp.topic, tp.partition, self.committed_offsets.get(tp.partition, -1001))
             for tp in partitions
@@ -101,6 +108,9 @@ class FakeStore:
     def forget_committed(self, partitions: list[PartitionKey]) -> None:
         self.calls.append(f"forget_committed {sorted(partitions)}")
 
+    def flush_queued(self) -> None:
+        self.calls.append("flush_queued")
+
 
 def _runner(
     consumer: FakeConsumer, store: FakeStore, result: BatchResult, processor: FakeProcessor | None = None
@@ -140,7 +150,7 @@ def test_a_batch_the_coordinator_committed_is_not_replayed() -> None:
     assert consumer.seeks == []  # no replay: it would publish the batch a second time
     assert store.forgotten == [result.journal]  # committed, so its journal entries may go
     assert store.floor == [result.offsets]  # ... once the floor covers them
-    assert store.calls == ["note_committed", "forget_journal"]
+    assert store.calls == ["note_committed", "forget_journal", "flush_queued"]  # sent at once
 
 
 def test_a_batch_the_coordinator_did_not_commit_is_replayed() -> None:
@@ -150,6 +160,37 @@ def test_a_batch_the_coordinator_did_not_commit_is_replayed() -> None:
     runner._handle_batch(sources)
     assert sorted(consumer.seeks) == [(0, 10), (1, 5)]
     assert store.forgotten == []  # the replay needs them
+    assert store.floor == []
+
+
+def test_an_answer_below_the_batch_start_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A coordinator reloaded after a broker crash answered no offset, then an older one: below
+    # where this batch started, so certainly not the truth. Replaying on it would publish the
+    # batch twice if it had been committed; asking again gets the real answer.
+    monkeypatch.setattr(runner_module, "BACKOFF_START_S", 0.01)
+    sources, result = _batch()
+    consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
+    consumer.answers = [{}, {0: 3, 1: 6}]  # then the real answer: the batch was committed
+    runner, _ = _runner(consumer, store, result)
+    runner._handle_batch(sources)
+    assert consumer.committed_calls == 3
+    assert consumer.seeks == []  # not replayed
+    assert store.floor == [result.offsets]
+
+
+def test_a_stale_answer_that_persists_ends_in_a_replay_from_the_batch_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner_module, "BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(runner_module, "STALE_ANSWER_LIMIT_S", 0.05)
+    sources, result = _batch()
+    consumer, store = FakeConsumer({0: 3}), FakeStore()  # partition 0 stays behind the batch start
+    runner, _ = _runner(consumer, store, result)
+    runner._handle_batch(sources)
+    assert consumer.committed_calls > 1
+    # Seeks to the answer for partition 0 (the floor check of the next read brings it back up to
+    # 10, see test_a_batch_below_the_committed_floor...), and to its batch start for partition 1.
+    assert sorted(consumer.seeks) == [(0, 3), (1, 5)]
     assert store.floor == []
 
 
