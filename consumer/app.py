@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicCollection
+from confluent_kafka.admin import AdminClient
 
 from consumer.attribute import Windows
 from consumer.avro import Codec, SchemaRegistry
@@ -66,6 +68,22 @@ def producer_config(config: Config, transactional: bool) -> dict[str, Any]:
     return settings
 
 
+def topic_id_of(config: Config) -> Callable[[str], str]:
+    """Kafka's id of a topic, asked of the cluster each time (KafkaException when it cannot answer)."""
+    settings: dict[str, Any] = {
+        "bootstrap.servers": config.settings.kafka_bootstrap_servers,
+        "logger": _librdkafka_logger("admin"),
+        **config.kafka_extra,
+    }
+    admin = AdminClient(settings)
+
+    def topic_id(topic: str) -> str:
+        futures = admin.describe_topics(TopicCollection([topic]), request_timeout=10)
+        return str(futures[topic].result(15).topic_id)
+
+    return topic_id
+
+
 def build_runner(config: Config) -> Runner:
     s = config.settings
     registry = SchemaRegistry(s.schema_registry_url) if s.schema_registry_url else None
@@ -104,6 +122,7 @@ def build_runner(config: Config) -> Runner:
         batch_wait_s=s.batch_wait_ms / 1000,
         sweep_interval_s=s.expiry_interval_seconds,
         shutdown_timeout_s=s.shutdown_timeout_seconds,
+        topic_id=topic_id_of(config),
     )
 
 

@@ -106,6 +106,7 @@ class Runner:
         sweep_interval_s: float,
         shutdown_timeout_s: float,
         clock: Callable[[], float] = time.time,
+        topic_id: Callable[[str], str] | None = None,
     ) -> None:
         self.consumer = make_consumer({"error_cb": self.on_error, "stats_cb": self.on_stats})
         self.committer = committer
@@ -120,6 +121,7 @@ class Runner:
         self.sweep_interval_s = sweep_interval_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.clock = clock
+        self.topic_id = topic_id  # Kafka's id of a topic (the committed-offset floor is kept per id)
         self.stop_requested = 0.0  # monotonic time of the first SIGTERM, 0 while running
         self._next_sweep = 0.0
         self._next_counts = 0.0
@@ -232,6 +234,10 @@ class Runner:
             try:
                 answer = consumer.committed(wanted, timeout=SETTLE_TIMEOUT_S)
                 failed = [tp for tp in answer if tp.error is not None]
+                if not failed and self.topic_id is not None:
+                    # Asked at every assignment: a topic deleted and created again gets a new id.
+                    for topic in {tp.topic for tp in wanted}:
+                        self.store.identify_topic(topic, self.topic_id(topic))
                 if not failed:
                     if waited:
                         log.info("committed offsets of the assigned partitions known, starting")

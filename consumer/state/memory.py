@@ -81,6 +81,9 @@ class InMemoryStore:
         for partition in partitions:
             self.committed.pop(partition, None)
 
+    def identify_topic(self, topic: str, topic_id: str) -> None:
+        return None  # one process, one life of each topic: nothing to tell apart
+
     def flush_queued(self) -> None:
         return None  # nothing is queued: every change applies at once
 

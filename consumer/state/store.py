@@ -8,24 +8,25 @@ see the README):
                                   "<last offset>:<token>" -> the framed decisions of its records
   <prefix>:deadlines              zset of "<due ms>:<cid>", scored by due time, for the sweeper
   <prefix>:pending / <prefix>:held   counters behind the leads_pending gauges
-  <prefix>:committed:<group>      zset "<topic>:<partition>" -> the group's committed offset, as
-                                  last confirmed to this service: the committed-offset floor
+  <prefix>:committed:<group>      zset "<topic>:<partition>@<topic id>" -> the group's committed
+                                  offset, as last confirmed to this service: the committed-offset floor
 
 The committed-offset floor exists because the broker's word was seen to go backwards: right after
 a broker crash the group coordinator answered committed() with no offset, or an older one, and
 the partitions started there (make chaos, docs/chaos.md). Input below an offset that was once
 confirmed committed has been published and its journal entries forgotten: processing it again
-would publish it twice. So a confirmed commit is noted here (ZADD GT: it only moves forward)
-before its journal entries are deleted, every batch read checks its partitions against it, and
-the pipeline refuses a batch that starts below it. It is cleared only by an operator who means
-to replay (`leadattr clear-offset-floor`, after stopping the consumers).
+would publish it twice. So a confirmed commit is noted here (ZADD GT: it only moves forward) in
+the same script that then deletes its journal entries (committed.lua), every batch read checks
+its partitions against it, and the pipeline refuses a batch that starts below it. Entries are
+per topic id, so a topic deleted and created again starts without one. It is cleared only by an
+operator who means to replay (`leadattr clear-offset-floor`, after stopping the consumers).
 
-A batch costs two commands. The read is one pipeline: the floor and journal clean-ups queued by
-the last commit, one MGET of every state, one HGETALL per input partition and one ZMSCORE of the
-floor. The write is one script: a
-compare-and-set per customer plus, for the customers that applied, one journal field per
-partition, one ZREM, one ZADD and the counters. One command per batch rather than several per
-customer is what keeps both the Python client and Redis cheap (docs/performance.md).
+A batch costs three commands. The read is one pipeline: clean-ups still queued (after an error),
+one MGET of every state, one HGETALL per input partition and one ZMSCORE of the floor. The write
+is one script: a compare-and-set per customer plus, for the customers that applied, one journal
+field per partition, one ZREM, one ZADD and the counters. After the Kafka commit, one script
+raises the floor and deletes the batch's journal fields. A few commands per batch rather than
+several per customer is what keeps both the Python client and Redis cheap (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -85,8 +86,10 @@ def field_last_offset(name: str) -> int:
     return int(name.split(":", 1)[0])
 
 
-def floor_member(partition: PartitionKey) -> str:
-    return f"{partition[0]}:{partition[1]}"
+def floor_member(partition: PartitionKey, topic_id: str = "") -> str:
+    """ "<topic>:<partition>@<topic id>": the id (Kafka's, new for a topic deleted and created
+    again, whose offsets start over) keeps an old topic's floor from applying to the new one."""
+    return f"{partition[0]}:{partition[1]}@{topic_id}"
 
 
 class StateStore(Protocol):
@@ -112,6 +115,10 @@ class StateStore(Protocol):
 
     def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
         """Drop the floor of these partitions (at once, not queued)."""
+        ...
+
+    def identify_topic(self, topic: str, topic_id: str) -> None:
+        """Kafka's id of ``topic`` as it is now: the floor is kept per topic id."""
         ...
 
     def flush_queued(self) -> None:
@@ -158,6 +165,7 @@ class RedisStore:
         self._apply = _Script(client, "apply.lua")
         self._committed_script = _script_text("committed.lua")
         self._queued_floor: dict[str, int] = {}
+        self._topic_ids: dict[str, str] = {}
         self._queued_forget: dict[PartitionKey, list[str]] = {}
         self._queued_drop: list[str] = []
         self.index_key = f"{prefix}:deadlines"
@@ -192,7 +200,7 @@ class RedisStore:
         for partition in journal_from:
             pipe.hgetall(self.journal_key(partition))
         if journal_from:
-            pipe.zmscore(self.committed_key, [floor_member(p) for p in journal_from])
+            pipe.zmscore(self.committed_key, [self._member(p) for p in journal_from])
         replies = pipe.execute()[queued:]
         self._sent()
         reading = Reading(dict(zip(names, replies[0] or (), strict=True)) if names else {})
@@ -242,13 +250,19 @@ class RedisStore:
 
     def note_committed(self, offsets: Mapping[PartitionKey, int]) -> None:
         for partition, offset in offsets.items():
-            member = floor_member(partition)
+            member = self._member(partition)
             self._queued_floor[member] = max(offset, self._queued_floor.get(member, offset))
 
     def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
         for partition in partitions:
-            self._queued_floor.pop(floor_member(partition), None)
-        self._r.zrem(self.committed_key, *(floor_member(p) for p in partitions))
+            self._queued_floor.pop(self._member(partition), None)
+        self._r.zrem(self.committed_key, *(self._member(p) for p in partitions))
+
+    def identify_topic(self, topic: str, topic_id: str) -> None:
+        self._topic_ids[topic] = topic_id
+
+    def _member(self, partition: PartitionKey) -> str:
+        return floor_member(partition, self._topic_ids.get(partition[0], ""))
 
     def committed_floor(self) -> dict[str, int]:
         """The floor as stored, "<topic>:<partition>" -> offset (for the operator command)."""

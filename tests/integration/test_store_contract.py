@@ -135,6 +135,20 @@ def test_the_committed_floor_is_read_with_the_journal_and_only_moves_forward(sto
     assert store.read([], {P0: 0, P1: 0}).committed == {P0: 20}
 
 
+def test_the_floor_is_kept_per_topic_id(services: None) -> None:
+    client: redis.Redis = redis.Redis.from_url(REDIS_URL)
+    prefix = f"contract-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(client, prefix, journal_ttl_ms=60_000, group="g1")
+    store.identify_topic("leads.raw", "AAAA")
+    store.note_committed({P0: 500})
+    store.flush_queued()
+    assert store.read([], {P0: 0}).committed == {P0: 500}
+    assert store.committed_floor() == {"leads.raw:0@AAAA": 500}
+    store.identify_topic("leads.raw", "BBBB")  # deleted and created again: its offsets start over
+    assert store.read([], {P0: 0}).committed == {}
+    client.delete(store.committed_key)
+
+
 def test_the_journal_clean_up_happens_only_with_the_floor(services: None) -> None:
     client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     prefix = f"contract-{uuid.uuid4().hex[:8]}"
@@ -152,17 +166,17 @@ def test_the_journal_clean_up_happens_only_with_the_floor(services: None) -> Non
     assert client.hkeys(store.journal_key(P0)) == [b"4:t.0"]
     client.delete(f"{prefix}:committed:g1")
     store.flush_queued()  # still queued: sent again
-    assert client.zrange(f"{prefix}:committed:g1", 0, -1, withscores=True) == [(b"leads.raw:0", 5.0)]
+    assert client.zrange(f"{prefix}:committed:g1", 0, -1, withscores=True) == [(b"leads.raw:0@", 5.0)]
     assert client.exists(store.journal_key(P0)) == 0
     # GT in Redis itself: another instance noting an older commit later does not lower the floor.
     late = RedisStore(client, prefix, journal_ttl_ms=60_000, group="g1")
     late.note_committed({P0: 3})
     late.flush_queued()
-    assert store.committed_floor() == {"leads.raw:0": 5}
+    assert store.committed_floor() == {"leads.raw:0@": 5}
     # Another group has its own floor; clearing one leaves the other.
     other = RedisStore(client, prefix, journal_ttl_ms=60_000, group="g2")
     assert other.committed_floor() == {}
-    assert store.committed_floor() == {"leads.raw:0": 5}
+    assert store.committed_floor() == {"leads.raw:0@": 5}
     store.clear_committed_floor()
     assert store.read([], {P0: 0}).committed == {}
     client.delete(store.state_key("c1"))
