@@ -65,6 +65,7 @@ def run_batches(
         result = processor.process(records[start : start + batch])
         store.note_committed(result.offsets)  # what the run loop does after each commit
         store.forget_journal(result.journal)
+        store.flush_queued()
         _count(result.decisions)
 
 
