@@ -243,13 +243,13 @@ class Runner:
                         log.info("committed offsets of the assigned partitions known, starting")
                     return answer
                 problem = str(failed[0].error)
-            except KafkaException as exc:
-                problem = str(exc)
+            except (KafkaException, TimeoutError) as exc:  # TimeoutError: the topic id's future
+                problem = str(exc) or type(exc).__name__
             if not waited:
                 waited = True
                 log.warning(
-                    "waiting for the committed offsets of the assigned partitions (a previous owner's "
-                    "transaction may still be open)",
+                    "waiting for the committed offsets (and topic id) of the assigned partitions (a "
+                    "previous owner's transaction may still be open)",
                     extra=fields(error=problem),
                 )
             if self.stop_requested:

@@ -111,6 +111,9 @@ class FakeStore:
     def flush_queued(self) -> None:
         self.calls.append("flush_queued")
 
+    def identify_topic(self, topic: str, topic_id: str) -> None:
+        self.calls.append(f"identify_topic {topic} {topic_id}")
+
 
 def _runner(
     consumer: FakeConsumer, store: FakeStore, result: BatchResult, processor: FakeProcessor | None = None
@@ -352,3 +355,26 @@ def test_a_floor_past_the_end_of_its_partition_is_dropped_not_obeyed() -> None:
     assert store.calls == [f"forget_committed {[(TOPIC, 1)]}"]
     assert sorted(consumer.seeks) == [(0, 40), (1, 5)]  # partition 1 from its batch start: processed next
     assert committer.commits == [(0, {(TOPIC, 0): 40})]
+
+
+def test_assigned_partitions_start_once_their_topic_id_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The floor is kept per topic id; an admin request that times out is asked again, it does
+    # not escape the rebalance callback.
+    monkeypatch.setattr(runner_module, "BACKOFF_START_S", 0.01)
+    _sources, result = _batch()
+    consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
+    runner, _ = _runner(consumer, store, result)
+    answers: list[str | Exception] = [TimeoutError(), "AAAA"]
+
+    def topic_id(topic: str) -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    runner.topic_id = topic_id
+    starts = runner._committed_starts(
+        cast(Any, consumer), [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+    )
+    assert starts is not None and [(tp.partition, tp.offset) for tp in starts] == [(0, 12), (1, 6)]
+    assert store.calls == [f"identify_topic {TOPIC} AAAA"]
