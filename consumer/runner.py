@@ -61,6 +61,9 @@ COUNTS_INTERVAL_S = 5.0
 SETTLE_TIMEOUT_S = 5.0
 # How long _settle asks again when the coordinator answers offsets below the batch's start.
 STALE_ANSWER_LIMIT_S = 60.0
+# Waiting this long for the committed offsets of assigned partitions is more than a dead owner's
+# open transaction explains (transaction.timeout.ms, 60 s by default).
+PENDING_OFFSETS_LIMIT_S = 75.0
 # A transactional call blocked this long means the broker is away (a commit takes milliseconds);
 # librdkafka may block for the whole outage, so a watchdog thread reports it to readiness.
 KAFKA_STALL_S = 5.0
@@ -229,9 +232,17 @@ class Runner:
         requested first."""
         wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         waited = False
+        waiting_since = time.monotonic()
         while wanted:
             self.health.beat()
             try:
+                if waited:
+                    # The open transaction holding these offsets may be this instance's own: a
+                    # producer abandoned in a stuck call (make chaos, broker run: 6 minutes stuck
+                    # here). A new producer with the same transactional.id fences it, and the
+                    # coordinator aborts its transaction; a no-op while the producer is sound.
+                    with self._kafka_call():
+                        self.committer.recover()
                 answer = consumer.committed(wanted, timeout=SETTLE_TIMEOUT_S)
                 failed = [tp for tp in answer if tp.error is not None]
                 if not failed and self.topic_id is not None:
@@ -241,9 +252,10 @@ class Runner:
                 if not failed:
                     if waited:
                         log.info("committed offsets of the assigned partitions known, starting")
+                        self._set_kafka(True)  # the coordinator answered
                     return answer
                 problem = str(failed[0].error)
-            except (KafkaException, TimeoutError) as exc:  # TimeoutError: the topic id's future
+            except (KafkaException, TimeoutError, CommitFailed) as exc:  # TimeoutError: the topic id's
                 problem = str(exc) or type(exc).__name__
             if not waited:
                 waited = True
@@ -252,6 +264,10 @@ class Runner:
                     "previous owner's transaction may still be open)",
                     extra=fields(error=problem),
                 )
+            if time.monotonic() - waiting_since > PENDING_OFFSETS_LIMIT_S:
+                # Longer than any dead owner's transaction may stay open: not ready, and after
+                # KAFKA_DOWN_LIVENESS_S the liveness probe restarts the instance.
+                self._set_kafka(False, f"committed offsets unknown for over {PENDING_OFFSETS_LIMIT_S:.0f}s")
             if self.stop_requested:
                 return None
             time.sleep(BACKOFF_START_S)

@@ -115,9 +115,14 @@ def redis(run: Run) -> None:
 
 def _broker_fault(run: Run, name: str, inject: Callable[[], float]) -> None:
     """Run ``inject`` (returns how long the broker was away) while watching every instance's
-    readiness: the broker being away must show in /readyz."""
+    readiness: the broker being away must show in /readyz. It waits first until every instance
+    owns partitions again: a fault landing while both still wait in a rebalance left over from
+    the previous one (JoinGroup pending, nothing else in flight) has no request to time out, so
+    nothing to report (seen once: a freeze 3 s after a restart's 30 s rebalance)."""
     _wait_working(run)
     slots = list(run.fleet.slots)
+    for slot in slots:
+        run.fleet.wait_assigned(slot, 120)
     seen: set[str] = set()
     done = threading.Event()
 

@@ -378,3 +378,29 @@ def test_assigned_partitions_start_once_their_topic_id_is_known(monkeypatch: pyt
     )
     assert starts is not None and [(tp.partition, tp.offset) for tp in starts] == [(0, 12), (1, 6)]
     assert store.calls == [f"identify_topic {TOPIC} AAAA"]
+
+
+def test_waiting_for_pending_offsets_fences_this_instances_own_abandoned_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # make chaos, broker run: a producer abandoned in a stuck send_offsets_to_transaction kept its
+    # transaction open; the partitions came back to the same instance, whose committed() then
+    # waited 6 minutes for offsets only its own next producer would fence. Now recover() runs
+    # while waiting (a no-op when the producer is sound).
+    monkeypatch.setattr(runner_module, "BACKOFF_START_S", 0.01)
+    _sources, result = _batch()
+    consumer = FakeConsumer({0: 12, 1: 6})
+    runner, committer = _runner(consumer, FakeStore(), result)
+    answer_of = consumer.committed
+
+    def pending_until_fenced(partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        if not committer.recovered:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
+        return answer_of(partitions, timeout)
+
+    consumer.committed = pending_until_fenced  # type: ignore[method-assign]
+    starts = runner._committed_starts(
+        cast(Any, consumer), [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+    )
+    assert starts is not None and [(tp.partition, tp.offset) for tp in starts] == [(0, 12), (1, 6)]
+    assert committer.recovered == 1
