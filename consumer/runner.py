@@ -206,8 +206,8 @@ class Runner:
         if starts is None:
             consumer.assign([])  # stopping before the coordinator answered: consume nothing, leave
             return
-        # Where each partition starts: after a broker crash, the one record that shows whether the
-        # group's committed offsets went backwards (docs/chaos.md, "Known, not fixed").
+        # Where each partition starts: after a broker crash, the record that shows whether the
+        # group's committed offsets went backwards (docs/chaos.md; the floor catches it).
         log.info(
             "starting at the committed offsets",
             extra=fields(offsets={str(tp.partition): tp.offset for tp in starts}),

@@ -2,7 +2,7 @@
 -- (consumer/state/store.py): a refused ZADD (out of memory under noeviction, wrong type) raises
 -- before any HDEL runs, so a journal entry is never deleted unless the floor covers its offset.
 --
--- KEYS[1]          the floor: zset "<topic>:<partition>" -> committed offset
+-- KEYS[1]          the floor: zset "<topic>:<partition>@<topic id>" -> committed offset
 -- KEYS[2..]        journal hashes to clean
 -- ARGV[1]          number of floor entries n, then n pairs: offset, member
 -- then per journal key: number of fields, the fields

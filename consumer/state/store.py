@@ -110,7 +110,8 @@ class StateStore(Protocol):
     def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None: ...
 
     def note_committed(self, offsets: Mapping[PartitionKey, int]) -> None:
-        """Raise the committed-offset floor (never lowers it); sent before queued journal clean-ups."""
+        """Raise the committed-offset floor (never lowers it); sent in one step with, and ahead of,
+        the queued journal clean-ups."""
         ...
 
     def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
@@ -265,7 +266,7 @@ class RedisStore:
         return floor_member(partition, self._topic_ids.get(partition[0], ""))
 
     def committed_floor(self) -> dict[str, int]:
-        """The floor as stored, "<topic>:<partition>" -> offset (for the operator command)."""
+        """The floor as stored, "<topic>:<partition>@<topic id>" -> offset (for the operator command)."""
         pairs: list[tuple[bytes, float]] = self._r.zrange(self.committed_key, 0, -1, withscores=True)  # type: ignore[assignment]
         return {member.decode(): int(score) for member, score in pairs}
 

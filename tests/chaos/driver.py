@@ -26,15 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.avro import decode, load_schema
@@ -42,7 +34,7 @@ from consumer.state.codec import unframe_journal
 from consumer.state.store import RedisStore
 from tests.chaos.services import ChaosServices
 from tests.chaos.stream import COMPARED, Stream, epoch_ms
-from tests.support.kafka import Topics
+from tests.support.kafka import Topics, set_group_offsets
 from tests.support.process import ConsumerProcess
 
 INPUT_PARTITIONS = 6
@@ -475,19 +467,20 @@ class Run:
         of where they are (0: the start, as if nothing was committed), as the broker was seen to
         answer after a crash. Returns {partition: (was, now)}."""
         group = self.env["LEADS_CONSUMER_GROUP"]
-        admin = AdminClient({"bootstrap.servers": self.services.bootstrap, "log_level": 2})
         deadline = time.monotonic() + 90  # killed members stay in the group for the session timeout
         while True:
             # stable=False: a killed member's open transaction must not block the read; the
             # numbers only say where to move back to.
             was = committed_offsets(self.services.bootstrap, group, self.topics.input, stable=False)
             moved = {p: (offset, int(max(offset, 0) * share)) for p, offset in was.items()}
-            request = ConsumerGroupTopicPartitions(
-                group, [TopicPartition(self.topics.input, p, now) for p, (_, now) in moved.items()]
-            )
             try:
-                for future in admin.alter_consumer_group_offsets([request]).values():
-                    future.result(60)
+                set_group_offsets(
+                    group,
+                    self.topics.input,
+                    {p: now for p, (_, now) in moved.items()},
+                    self.services.bootstrap,
+                    timeout_s=60,
+                )
                 return moved
             except Exception:
                 if time.monotonic() > deadline:

@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from tests.integration.conftest import StartConsumer
 from tests.support.kafka import (
@@ -21,20 +21,19 @@ from tests.support.kafka import (
     REDIS_URL,
     Topics,
     committed_offsets,
+    create_topics,
     end_offsets,
     lead,
     produce,
     read_topic,
+    set_group_offsets,
 )
 from tests.support.process import REPO, ConsumerProcess
 
 
 def _rewind_group(topics: Topics) -> None:
     group = topics.env()["LEADS_CONSUMER_GROUP"]
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topics.input, p, 0) for p in range(3)])
-    for future in admin.alter_consumer_group_offsets([request]).values():
-        future.result(30)
+    set_group_offsets(group, topics.input, dict.fromkeys(range(3), 0))
     assert set(committed_offsets(group, topics.input).values()) == {0}
 
 
@@ -99,7 +98,7 @@ def _create_again(topic: str) -> None:
     deadline = time.monotonic() + 60
     while True:  # the broker takes a moment to forget the old topic
         try:
-            admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(30)
+            create_topics([topic])
             return
         except KafkaException:
             if time.monotonic() > deadline:

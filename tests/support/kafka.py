@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -167,3 +167,13 @@ def end_offsets(topic: str, partitions: int = 3, bootstrap: str = BOOTSTRAP) -> 
         }
     finally:
         consumer.close()
+
+
+def set_group_offsets(
+    group: str, topic: str, offsets: dict[int, int], bootstrap: str = BOOTSTRAP, timeout_s: float = 30
+) -> None:
+    """Set a group's committed offsets with the admin API (the group must have no live member)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in offsets.items()])
+    for future in admin.alter_consumer_group_offsets([request]).values():
+        future.result(timeout_s)
