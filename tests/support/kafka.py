@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -14,8 +15,10 @@ from confluent_kafka.cimpl import NewTopic
 
 from consumer.avro import Codec, decode, load_schema
 
-BOOTSTRAP = "127.0.0.1:9092"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+# The ports `make services-up` used (Makefile: KAFKA_PORT, REDIS_PORT), so a second checkout can
+# run its suite against servers of its own.
+BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+REDIS_URL = f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0"
 
 LEAD_FIELDS = ("clickId", "mode", "timestamp", "customerName", "customerEmail", "customerAvatar", "metadata")
 
