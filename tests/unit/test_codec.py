@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from consumer.config import Settings
 from consumer.model import AttributedLead, Decision
 from consumer.publish import OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode
-from consumer.state.codec import decode_journal, decode_state, encode_journal, encode_state
+from consumer.state.codec import decode_journal, decode_state, encode_journal, encode_state, is_current
 from consumer.state.model import EMPTY, CustomerState, HeldVerification, PendingLead
 
 PENDING = PendingLead(
@@ -35,16 +37,57 @@ def test_state_round_trip() -> None:
 
 def test_pending_lead_encoding_is_compact() -> None:
     blob = encode_state(CustomerState(pending=(PENDING,)))
-    payload = sum(len(s) for s in (PENDING.click_id, PENDING.event_name, PENDING.customer_name or "")) + sum(
-        len(s)
-        for s in (
-            PENDING.customer_email or "",
-            PENDING.customer_avatar or "",
-            "utm_sourcegoogleutm_campaignq4",
-        )
+    texts = (PENDING.event_name, PENDING.customer_name, PENDING.customer_email, PENDING.customer_avatar)
+    payload = sum(len(s or "") for s in texts) + len("googleq4")
+    # The clickId UUID as 16 bytes, utm_* keys as one byte each, a length byte per text and four
+    # times as varints (the deadline as the 7-day TTL: 4 bytes).
+    assert len(blob) <= payload + 16 + 40
+    assert len(blob) < 150
+
+
+def test_state_edge_values_round_trip() -> None:
+    odd = [
+        "0B8F7C3E-6D1A-4F7E-9A51-2F4C8E9D1B23",  # uppercase: not canonical, kept as text
+        "0b8f7c3e-6d1a-4f7e-9a51-2f4c8e9d1b2 ",
+        "0b8f7c3e 6d1a-4f7e-9a51-2f4c8e9d1b23",
+        "{0b8f7c3e-6d1a-4f7e-9a51-2f4c8e9d1b2}",
+        "x" * 36,
+        "",
+        "é" * 300,  # a length over one varint byte
+    ]
+    for click_id in odd:
+        lead = PendingLead(click_id, "e", "", None, "a" * 2048, {}, -5, -10, 2**40, 7)
+        state = CustomerState(pending=(lead,), done={"x": 0, "y": -(2**45)}, verified_until_ms=2**62)
+        assert decode_state(encode_state(state)) == state, click_id
+    metadata = {"utm_source": "a", "custom": "b", "utm_id": "", "": "c"}
+    held = HeldVerification("e2", None, None, None, metadata, None, 1, 2, 0)
+    state = CustomerState(held=(held,))
+    assert decode_state(encode_state(state)) == state
+    assert list(decode_state(encode_state(state)).held[0].metadata or {}) == list(metadata)  # order kept
+
+
+def test_a_damaged_state_is_an_error_not_a_wrong_state() -> None:
+    blob = encode_state(CustomerState(pending=(PENDING,), done={"demo": 99}))
+    for cut in range(1, len(blob)):
+        with pytest.raises(ValueError):
+            decode_state(blob[:cut])
+    with pytest.raises(ValueError):
+        decode_state(blob + b"\x00")
+    with pytest.raises(ValueError, match="version"):
+        decode_state(b"\x09" + blob[1:])
+
+
+def test_states_written_by_0_1_are_still_read() -> None:
+    """Version 3 (JSON arrays), as 0.1.x stored it: an upgrade keeps every pending lead."""
+    old = (
+        b'\x03[[["0b8f7c3e-6d1a-4f7e-9a51-2f4c8e9d1b23","signup_started","Ada Lovelace",'
+        b'"ada.lovelace@example.com","https://cdn.example.com/avatars/ada.png",'
+        b'{"utm_source":"google","utm_campaign":"q4"},1795687200000,1795687200123,1796292000123,0]],'
+        b'[],{"demo":99},42]'
     )
-    # No field names; the overhead is quotes, commas and four 13-digit timestamps.
-    assert len(blob) <= payload + 100
+    state = decode_state(old)
+    assert state == CustomerState(pending=(PENDING,), done={"demo": 99}, verified_until_ms=42)
+    assert not is_current(old) and is_current(encode_state(state))
 
 
 def test_journal_round_trip_keeps_the_published_bytes() -> None:
