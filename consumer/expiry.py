@@ -1,17 +1,24 @@
-"""The expiry sweeper: turns passed deadlines into unlinked records (contract rules 4 and 5).
+"""The expiry sweeper: turns passed deadlines into unlinked records (contract rules 4 and 5), and
+deletes states once nothing is left in them (they have no TTL).
 
 It does not rely on Redis keyspace notifications, which are fire-and-forget and lost while no
-consumer listens. Deadlines live in a sorted set in Redis, so they survive restarts, and any
-instance may sweep them. Protocol, per round:
+consumer listens. Every stored state has an entry in the wake index (its cid in the list of the
+second of CustomerState.wake_ms), so deadlines survive restarts and any instance may sweep them.
+Protocol, per round:
 
-  Step 1. Read the index members whose due time has passed (one round trip).
+  Step 1. Read the wake entries of the seconds that have come (one round trip).
   Step 2. Read those customers' states; for each due item, *claim* it with a lease by
-          compare-and-set. Only one instance can win a claim, so no expiry is reported twice
-          while its claimant is alive.
+          compare-and-set (the lease moves the state's wake time, so the write adds the entry
+          that will bring the item back if nobody releases it). Only one instance can win a
+          claim, so no expiry is reported twice while its claimant is alive. A state with no item
+          and no live dedupe mark is deleted, by compare-and-set too. Entries are acknowledged
+          (removed) once their customer needs nothing more from them: handled, or an entry left
+          behind when the state's wake time moved. An entry whose state is not due yet, but within
+          the entry's second, stays; so does one whose write lost a compare-and-set.
   Step 3. The caller publishes the unlinked records (in a transaction under exactly_once) ...
-  Step 4. ... and only then do we *release* the items (remove them from the state and index).
-          If the claimant dies between 3 and 4, the lease runs out and another instance reports
-          the item again: at least once, with a stable leadId for readers to deduplicate.
+  Step 4. ... and only then do we *release* the items (remove them from the state). If the
+          claimant dies between 3 and 4, the lease runs out and another instance reports the
+          item again: at least once, with a stable leadId for readers to deduplicate.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from consumer.attribute import claim, due_items, release, unlinked
 from consumer.model import UnlinkedLead
 from consumer.state.codec import decode_state
 from consumer.state.model import Item
-from consumer.state.store import StateStore, Write, member_cid
+from consumer.state.store import LEGACY, StateStore, Write, wake_second
 from consumer.state.transition import plan_write
 
 SWEEP_LIMIT = 500  # index members per round: bounds the work done between two input batches
@@ -46,34 +53,45 @@ class ExpirySweeper:
 
     def claim_due(self) -> Claimed:
         now_ms = int(self._clock() * 1000)
-        members = self._store.due(now_ms, SWEEP_LIMIT)  # Step 1
-        claimed = Claimed(more=len(members) >= SWEEP_LIMIT)
-        if not members:
+        wakes = self._store.due(now_ms, SWEEP_LIMIT)  # Step 1
+        claimed = Claimed(more=sum(len(w.cids) for w in wakes) >= SWEEP_LIMIT)
+        if not wakes:
             return claimed
-        by_cid: dict[str, list[str]] = {}
-        for member in members:
-            by_cid.setdefault(member_cid(member), []).append(member)
-        states = self._store.read(by_cid.keys(), {}).states  # Step 2
+        cids = {cid for wake in wakes for cid in wake.cids}
+        states = self._store.read(cids, {}).states  # Step 2
         writes: list[Write] = []
         chosen: dict[str, list[Item]] = {}
+        wake_of: dict[str, int | None] = {}  # the state's wake time, for the entries not due yet
         for cid, blob in states.items():
             state = decode_state(blob)
             items = due_items(state, now_ms)
-            live = {f"{item.due_ms}:{cid}" for item in state.items()}
-            stale = [m for m in by_cid[cid] if m not in live]
-            if stale:
-                # The item was joined, released or re-leased since the member was written.
-                self._store.drop_index(stale)
-            if not items:
-                continue
-            write = plan_write(cid, blob, state, claim(state, items, now_ms + self._lease_ms), {})
+            if items:
+                new = claim(state, items, now_ms + self._lease_ms)
+            else:
+                new = state.pruned(now_ms)
+                if not new.is_empty():  # nothing due: leave the state alone
+                    wake_of[cid] = state.wake_ms()
+                    continue
+            write = plan_write(cid, blob, state, new, {})
             if write is not None:
                 writes.append(write)
                 chosen[cid] = items
+        failed: set[str] = set()
         for write, ok in zip(writes, self._store.write(writes), strict=True):
-            if ok:  # a lost compare-and-set means another instance claimed it first
+            if not ok:  # a lost compare-and-set: another instance claimed first, or a batch wrote
+                failed.add(write.cid)
+            elif chosen[write.cid]:
                 claimed.items[write.cid] = chosen[write.cid]
                 claimed.leads.extend(unlinked(write.cid, item, now_ms) for item in chosen[write.cid])
+        for wake in wakes:
+            handled = 0
+            for cid in wake.cids:
+                if cid in failed or _not_yet(wake.second, wake_of.get(cid), now_ms):
+                    break  # acks remove a list's head only: this entry and the rest wait
+                handled += 1
+            self._store.ack(wake, handled)
+        if failed or any(w is not None and w > now_ms for w in wake_of.values()):
+            claimed.more = False  # what is left needs time, not another round at once
         return claimed
 
     def release(self, claimed: Claimed) -> None:
@@ -92,3 +110,12 @@ class ExpirySweeper:
             applied = self._store.write(writes)
             todo = {w.cid: todo[w.cid] for w, ok in zip(writes, applied, strict=True) if not ok}
         # Still conflicting: the lease will lapse and the items be reported again (at least once).
+
+
+def _not_yet(second: int, wake_ms: int | None, now_ms: int) -> bool:
+    """The entry may be the one for a wake time still ahead within its second: keep it. An entry
+    of another second than the state's wake time was left behind when that time moved, and a
+    member of the old index (due by the time it is read) by an item since claimed or gone."""
+    if wake_ms is None or wake_ms <= now_ms or second == LEGACY:
+        return False
+    return wake_second(wake_ms) == second

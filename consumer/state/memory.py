@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from consumer.state.store import PartitionKey, Reading, Write, member_cid, parse_journal
+from consumer.state.store import PartitionKey, Reading, Wake, Write, parse_journal, wake_second
 
 
 class InMemoryStore:
     def __init__(self) -> None:
         self.states: dict[str, bytes] = {}
-        self.expiry: dict[str, int] = {}
         self.journals: dict[PartitionKey, dict[bytes, bytes]] = {}
-        self.index: dict[str, int] = {}
+        self.wakes: dict[int, list[str]] = {}  # second -> cids, as the wake lists in Redis
         self.committed: dict[PartitionKey, int] = {}
         self.pending = 0
         self.held = 0
@@ -51,16 +50,12 @@ class InMemoryStore:
             return False
         if w.new_blob is None:
             self.states.pop(w.cid, None)
-            self.expiry.pop(w.cid, None)
         else:
             self.states[w.cid] = w.new_blob
-            self.expiry[w.cid] = w.expire_at_ms
         for partition, fragment in w.journal.items():
             fragments.setdefault(partition, []).append(fragment)
-        for member in w.index_remove:
-            self.index.pop(member, None)
-        for score, member in w.index_add:
-            self.index[member] = score
+        if w.wake_ms is not None:
+            self.wakes.setdefault(wake_second(w.wake_ms), []).append(w.cid)
         self.pending += w.pending_delta
         self.held += w.held_delta
         return True
@@ -87,14 +82,23 @@ class InMemoryStore:
     def flush_queued(self) -> None:
         return None  # nothing is queued: every change applies at once
 
-    def due(self, now_ms: int, limit: int) -> list[str]:
+    def due(self, now_ms: int, limit: int) -> list[Wake]:
         self.round_trips += 1
-        ready = sorted((score, member) for member, score in self.index.items() if score <= now_ms)
-        return [member for _, member in ready[:limit]]
+        wakes: list[Wake] = []
+        for second in sorted(s for s in self.wakes if s <= wake_second(now_ms)):
+            if limit <= 0:
+                break
+            cids = tuple(self.wakes[second][:limit])
+            wakes.append(Wake(second, cids))
+            limit -= len(cids)
+        return wakes
 
-    def drop_index(self, members: Sequence[str]) -> None:
-        for member in members:
-            self.index.pop(member, None)
+    def ack(self, wake: Wake, count: int) -> None:
+        cids = self.wakes.get(wake.second, [])
+        if count > 0 and tuple(cids[:count]) == wake.cids[:count]:
+            del cids[:count]
+            if not cids:
+                del self.wakes[wake.second]
 
     def counts(self) -> tuple[int, int]:
         return self.pending, self.held
@@ -102,5 +106,5 @@ class InMemoryStore:
     def ping(self) -> None:
         return None
 
-    def cids_indexed(self) -> set[str]:
-        return {member_cid(m) for m in self.index}
+    def wake_entries(self) -> set[tuple[int, str]]:
+        return {(second, cid) for second, cids in self.wakes.items() for cid in cids}

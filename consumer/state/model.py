@@ -1,17 +1,15 @@
 """The state of one customer (cid), as the attribution rules see it. Pure data, no I/O.
 
 Items past their deadline are kept until the expiry sweeper has reported them (contract rules 4
-and 5); the rules ignore them, so an expired lead can never be joined late.
+and 5); the rules ignore them, so an expired lead can never be joined late. States have no TTL in
+Redis: the sweeper deletes a state once nothing is left in it, at its wake time (wake_ms), so an
+expired item is reported however long the consumers were down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-
-# How long an expired-but-unreported item outlives its deadline in Redis. It bounds memory and is
-# the longest consumer outage after which an expiry can still be reported.
-REPORT_MARGIN_MS = 7 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +90,15 @@ class CustomerState:
     def is_empty(self) -> bool:
         return not (self.pending or self.held or self.done or self.verified_until_ms)
 
-    def expires_at_ms(self) -> int:
-        """When Redis may drop the whole key: after every deadline, dedupe mark and report margin."""
-        latest = max(self.done.values(), default=self.verified_until_ms)
-        for item in self.items():
-            latest = max(latest, item.deadline_ms + REPORT_MARGIN_MS, item.lease_until_ms + REPORT_MARGIN_MS)
-        return max(latest, self.verified_until_ms)
+    def wake_ms(self) -> int | None:
+        """When the expiry sweeper must next look at this customer: when its first item falls due
+        or, with no item left, when its last dedupe mark lapses and the state can be deleted.
+        None for an empty state (it is not stored)."""
+        if self.pending or self.held:
+            return min(item.due_ms for item in self.items())
+        if self.done or self.verified_until_ms:
+            return max(max(self.done.values(), default=0), self.verified_until_ms)
+        return None
 
 
 EMPTY = CustomerState()

@@ -1,15 +1,29 @@
 """Where customer state lives: the store protocol, and its Redis implementation.
 
-Keys (the deadline index and counters are global, so this needs a single Redis, not a Cluster;
-see the README):
+Keys (the wake index and counters are global, so this needs a single Redis, not a Cluster; see
+the README):
 
-  <prefix>:s:{cid}                customer state (consumer/state/codec.py), with a TTL
+  <prefix>:s:{cid}                customer state (consumer/state/codec.py), no TTL: the expiry
+                                  sweeper deletes it once nothing is left in it
   <prefix>:j:<topic>:<partition>  journal of one input partition: one field per batch write,
                                   "<last offset>:<token>" -> the framed decisions of its records
-  <prefix>:deadlines              zset of "<due ms>:<cid>", scored by due time, for the sweeper
+  <prefix>:wake                   zset of the seconds that have a wake list (member = score = second)
+  <prefix>:wake:<second>          list of the cids whose state falls due in that second (the wake
+                                  index: CustomerState.wake_ms), for the expiry sweeper
   <prefix>:pending / <prefix>:held   counters behind the leads_pending gauges
   <prefix>:committed:<group>      zset "<topic>:<partition>@<topic id>" -> the group's committed
                                   offset, as last confirmed to this service: the committed-offset floor
+  <prefix>:deadlines              the index of releases before 0.2.0 (zset "<due ms>:<cid>"): still
+                                  swept until empty, never written
+
+The wake index is one list entry (the bare cid, ~30 bytes) per customer instead of a sorted-set
+member per item (~145 bytes), and states have no TTL (a TTL costs ~43 bytes a key): together with
+the binary state encoding that is what keeps a pending lead under 400 bytes of Redis memory
+(docs/performance.md). An entry is appended whenever a write moves a state's wake time and is
+never removed then: an entry that no longer matches its state is dropped by the sweeper when its
+second comes (expiry.py). Entries are removed only from the head of a list, and only if the head
+is still what the sweeper read (wake_ack.lua), so two sweepers never remove each other's unread
+entries.
 
 The committed-offset floor exists because the broker's word was seen to go backwards: right after
 a broker crash the group coordinator answered committed() with no offset, or an older one, and
@@ -24,9 +38,10 @@ operator who means to replay (`leadattr clear-offset-floor`, after stopping the 
 A batch costs three commands. The read is one pipeline: clean-ups still queued (after an error),
 one MGET of every state, one HGETALL per input partition and one ZMSCORE of the floor. The write
 is one script: a compare-and-set per customer plus, for the customers that applied, one journal
-field per partition, one ZREM, one ZADD and the counters. After the Kafka commit, one script
-raises the floor and deletes the batch's journal fields. A few commands per batch rather than
-several per customer is what keeps both the Python client and Redis cheap (docs/performance.md).
+field per partition, one RPUSH per wake second and the counters. After the Kafka commit, one
+script raises the floor and deletes the batch's journal fields. A few commands per batch rather
+than several per customer is what keeps both the Python client and Redis cheap
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -60,19 +75,29 @@ class Write:
     cid: str
     old_blob: bytes | None
     new_blob: bytes | None  # None deletes the key
-    expire_at_ms: int
+    wake_ms: int | None = None  # add a wake entry for this instant (the state's new wake time)
     journal: Mapping[PartitionKey, bytes] = field(default_factory=dict)  # framed entries per partition
-    index_remove: Sequence[str] = ()
-    index_add: Sequence[tuple[int, str]] = ()
     pending_delta: int = 0
     held_delta: int = 0
 
 
-def index_member(due_ms: int, cid: str) -> str:
-    return f"{due_ms}:{cid}"
+LEGACY = -1  # Wake.second of entries from the index of releases before 0.2.0
 
 
-def member_cid(member: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """The head of one wake list as read: customers to look at, in list order."""
+
+    second: int  # the list's second (wake times in [second, second + 1 s)), or LEGACY
+    cids: tuple[str, ...]
+    members: tuple[str, ...] = ()  # LEGACY only: the "<due ms>:<cid>" members read
+
+
+def wake_second(wake_ms: int) -> int:
+    return wake_ms // 1000
+
+
+def legacy_member_cid(member: str) -> str:
     return member.split(":", 1)[1]
 
 
@@ -123,12 +148,18 @@ class StateStore(Protocol):
         ...
 
     def flush_queued(self) -> None:
-        """Send what note_committed and forget_journal queued now rather than with the next read."""
+        """Send what note_committed, forget_journal and ack queued now rather than with the next read."""
         ...
 
-    def due(self, now_ms: int, limit: int) -> list[str]: ...
+    def due(self, now_ms: int, limit: int) -> list[Wake]:
+        """Up to ``limit`` wake entries of the seconds up to ``now_ms``, oldest second first."""
+        ...
 
-    def drop_index(self, members: Sequence[str]) -> None: ...
+    def ack(self, wake: Wake, count: int) -> None:
+        """The first ``count`` entries of ``wake`` were handled: remove them, if the list still
+        starts with them (another sweeper may have removed them first). Queued like the journal
+        clean-ups."""
+        ...
 
     def counts(self) -> tuple[int, int]: ...
 
@@ -165,11 +196,14 @@ class RedisStore:
         self._journal_ttl_ms = journal_ttl_ms
         self._apply = _Script(client, "apply.lua")
         self._committed_script = _script_text("committed.lua")
+        self._due_script = _script_text("wake_due.lua")
+        self._ack_script = _script_text("wake_ack.lua")
         self._queued_floor: dict[str, int] = {}
         self._topic_ids: dict[str, str] = {}
         self._queued_forget: dict[PartitionKey, list[str]] = {}
-        self._queued_drop: list[str] = []
-        self.index_key = f"{prefix}:deadlines"
+        self._queued_acks: list[tuple[Wake, int]] = []
+        self.wake_key = f"{prefix}:wake"
+        self.legacy_index_key = f"{prefix}:deadlines"
         self.pending_key = f"{prefix}:pending"
         self.held_key = f"{prefix}:held"
         self.committed_key = f"{prefix}:committed:{group}"
@@ -188,6 +222,9 @@ class RedisStore:
 
     def journal_key(self, partition: PartitionKey) -> str:
         return f"{self._prefix}:j:{partition[0]}:{partition[1]}"
+
+    def wake_list_key(self, second: int) -> str:
+        return f"{self.wake_key}:{second}"
 
     def read(self, cids: Collection[str], journal_from: Mapping[PartitionKey, int]) -> Reading:
         if not cids and not journal_from and not self._queued_forget and not self._queued_floor:
@@ -226,21 +263,24 @@ class RedisStore:
             return []
         partitions = list(journal_fields or {})
         number = {partition: n for n, partition in enumerate(partitions, 1)}
-        keys: list[str] = [self.index_key, self.pending_key, self.held_key]
+        seconds: dict[int, int] = {}  # wake second -> its number among this write's wake lists
+        for w in writes:
+            if w.wake_ms is not None:
+                seconds.setdefault(wake_second(w.wake_ms), len(seconds) + 1)
+        keys: list[str] = [self.wake_key, self.pending_key, self.held_key]
         keys += [self.journal_key(p) for p in partitions]
-        args: list[Any] = [len(writes), len(partitions), int(time.time() * 1000) + self._journal_ttl_ms]
+        keys += [self.wake_list_key(second) for second in seconds]
+        args: list[Any] = [len(writes), len(partitions), len(seconds)]
+        args.append(int(time.time() * 1000) + self._journal_ttl_ms)
         args += [(journal_fields or {})[p] for p in partitions]
+        args += list(seconds)
         for w in writes:
             keys.append(self.state_key(w.cid))
-            args += [w.old_blob or b"", w.new_blob or b"", w.expire_at_ms, w.pending_delta, w.held_delta]
+            wake = 0 if w.wake_ms is None else seconds[wake_second(w.wake_ms)]
+            args += [w.old_blob or b"", w.new_blob or b"", w.pending_delta, w.held_delta, wake, w.cid]
             args.append(len(w.journal))
             for partition, fragment in w.journal.items():
                 args += [number[partition], fragment]
-            args.append(len(w.index_remove))
-            args += w.index_remove
-            args.append(len(w.index_add))
-            for score, member in w.index_add:
-                args += [score, member]
         return [r == 1 for r in self._apply(keys, args)]
 
     def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None:
@@ -289,28 +329,51 @@ class RedisStore:
             # and Redis keeps it compiled.
             pipe.eval(self._committed_script, len(keys), *keys, *args)
             commands += 1
-        if self._queued_drop:
-            pipe.zrem(self.index_key, *self._queued_drop)
-            commands += 1
+        if self._queued_acks:
+            commands += self._acks_into(pipe)
         return commands
 
+    def _acks_into(self, pipe: Any) -> int:
+        """The queued wake acks as one script (wake_ack.lua)."""
+        lists = [(wake, count) for wake, count in self._queued_acks if wake.second != LEGACY]
+        legacy = [
+            m for wake, count in self._queued_acks if wake.second == LEGACY for m in wake.members[:count]
+        ]
+        keys = [self.wake_key, self.legacy_index_key, *(self.wake_list_key(w.second) for w, _ in lists)]
+        args: list[Any] = [len(legacy), *legacy]
+        for wake, count in lists:
+            args += [wake.second, count, *wake.cids[:count]]
+        pipe.eval(self._ack_script, len(keys), *keys, *args)
+        return 1
+
     def _sent(self) -> None:
-        # After an error they stay queued and go again with the next command: all three are
-        # idempotent. (Lost with the process, the floor is only lower and the journal expires.)
+        # After an error they stay queued and go again with the next command: all are idempotent
+        # (an ack whose head is gone is a no-op). Lost with the process, the floor is only lower,
+        # the journal expires and the wake entries are read again.
         self._queued_floor = {}
         self._queued_forget = {}
-        self._queued_drop = []
+        self._queued_acks = []
 
-    def due(self, now_ms: int, limit: int) -> list[str]:
+    def due(self, now_ms: int, limit: int) -> list[Wake]:
         pipe = self._r.pipeline(transaction=False)
         self._queued_into(pipe)  # an idle consumer still forgets what it committed
-        pipe.zrangebyscore(self.index_key, "-inf", now_ms, start=0, num=limit)
-        members = pipe.execute()[-1]
+        keys = [self.wake_key, self.legacy_index_key]
+        # EVAL (see _queued_into); the script names the wake lists from the prefix it is given.
+        pipe.eval(self._due_script, len(keys), *keys, now_ms, limit, f"{self.wake_key}:")
+        reply = pipe.execute()[-1]
         self._sent()
-        return [m.decode() for m in members]
+        wakes: list[Wake] = []
+        for second, entries in zip(reply[::2], reply[1::2], strict=True):
+            names = tuple(e.decode() for e in entries)
+            if second == b"legacy":
+                wakes.append(Wake(LEGACY, tuple(legacy_member_cid(m) for m in names), names))
+            else:
+                wakes.append(Wake(int(second), names))
+        return wakes
 
-    def drop_index(self, members: Sequence[str]) -> None:
-        self._queued_drop.extend(members)
+    def ack(self, wake: Wake, count: int) -> None:
+        if count > 0:
+            self._queued_acks.append((wake, count))
 
     def counts(self) -> tuple[int, int]:
         pending, held = self._r.mget([self.pending_key, self.held_key])

@@ -7,7 +7,7 @@ import time
 import redis
 
 from tests.integration.conftest import StartConsumer
-from tests.support.kafka import Topics, lead, produce, read_topic
+from tests.support.kafka import Topics, lead, produce, read_topic, wake_entries
 
 
 def _prefix(topics: Topics) -> str:
@@ -93,8 +93,10 @@ def test_unlinked_leads_are_published_within_five_seconds_of_their_deadline(
     assert orphan["detectedAt"].timestamp() - sent <= 2 + 5
     assert consumer.metric("leads_unlinked_total", 'reason="verification_expired"') == 1
     assert consumer.metric("leads_unlinked_total", 'reason="no_matching_event1"') == 1
-    # Reported and released: nothing left pending, the deadline index is empty.
-    assert redis_client.zcard(f"{_prefix(topics)}:deadlines") == 0
+    # Reported and released: nothing left pending, and with nothing left in them (no dedupe mark:
+    # neither was attributed) both states are deleted.
+    prefix = _prefix(topics)
+    assert redis_client.exists(f"{prefix}:s:{{c-expire}}", f"{prefix}:s:{{c-orphan}}") == 0
     time.sleep(6)
     assert consumer.metric("leads_pending") == 0
     assert len(read_topic(topics.unlinked, expected=2, timeout_s=5)) == 2  # still exactly one each
@@ -130,7 +132,7 @@ def test_deadlines_survive_a_restart_and_are_reported_once_by_several_instances(
     assert third.stop() == 0
 
 
-def test_redis_keys_share_the_customer_hash_tag_and_all_expire(
+def test_redis_keys_share_the_customer_hash_tag_and_all_are_in_the_wake_index(
     topics: Topics, start_consumer: StartConsumer, redis_client: redis.Redis
 ) -> None:
     consumer = start_consumer()
@@ -148,7 +150,11 @@ def test_redis_keys_share_the_customer_hash_tag_and_all_expire(
         [f"{_prefix(topics)}:s:{{c-keys}}", f"{_prefix(topics)}:s:{{c-direct}}"]
     )
     for key in customer_keys:
-        assert redis_client.pttl(key) > 0, key  # every customer key expires by itself
+        assert redis_client.pttl(key) == -1, key  # no TTL: the sweeper deletes them (consumer/expiry.py)
     assert redis_client.get(f"{_prefix(topics)}:pending") == b"1"
-    assert redis_client.zcard(f"{_prefix(topics)}:deadlines") == 1
+    # Each has an entry in the wake list of its wake time's second: the pending lead's deadline
+    # (a week ahead by default), the direct lead's dedupe window (a week too).
+    wakes = wake_entries(redis_client, _prefix(topics))
+    assert sorted(cid for cids in wakes.values() for cid in cids) == ["c-direct", "c-keys"]
+    assert min(wakes) > time.time() + 6 * 86_400
     assert consumer.stop() == 0

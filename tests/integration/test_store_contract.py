@@ -11,7 +11,7 @@ import redis
 
 from consumer.state.codec import frame_journal
 from consumer.state.memory import InMemoryStore
-from consumer.state.store import RedisStore, StateStore, Write, index_member
+from consumer.state.store import LEGACY, RedisStore, StateStore, Wake, Write
 from tests.support.kafka import REDIS_URL
 
 
@@ -28,10 +28,6 @@ def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
         client.delete(key)
 
 
-def _later(ms: int) -> int:
-    return int(time.time() * 1000) + ms
-
-
 P0 = ("leads.raw", 0)
 P1 = ("leads.raw", 1)
 
@@ -41,56 +37,96 @@ def _entries(*pairs: tuple[int, bytes]) -> bytes:
 
 
 def test_compare_and_set(store: StateStore) -> None:
-    first = Write("c1", None, b"v1", _later(60_000), journal={P0: _entries((1, b"d1"))})
+    first = Write("c1", None, b"v1", journal={P0: _entries((1, b"d1"))})
     assert store.write([first], {P0: "1:t.0"}) == [True]
     assert store.write([first], {P0: "1:t.1"}) == [False]  # the key exists now: creating it again conflicts
     reading = store.read(["c1"], {P0: 0})
     assert (reading.states, reading.journal) == ({"c1": b"v1"}, {("leads.raw", 0, 1): b"d1"})
-    stale = Write("c1", b"something else", b"v2", _later(60_000))
-    fresh = Write("c1", b"v1", b"v2", _later(60_000))
+    stale = Write("c1", b"something else", b"v2")
+    fresh = Write("c1", b"v1", b"v2")
     assert store.write([stale, fresh]) == [False, True]
     assert store.read(["c1"], {}).states == {"c1": b"v2"}
-    assert store.write([Write("c1", b"v2", None, 0)]) == [True]  # None deletes
+    assert store.write([Write("c1", b"v2", None)]) == [True]  # None deletes
     assert store.read(["c1"], {}).states == {"c1": None}
 
 
-def test_index_and_counters_move_with_the_state(store: StateStore) -> None:
-    due = int(time.time() * 1000) - 10
-    member = index_member(due, "c2")
-    add = Write("c2", None, b"p", _later(60_000), index_add=[(due, member)], pending_delta=1)
+def test_wake_entries_and_counters_move_with_the_state(store: StateStore) -> None:
+    second = int(time.time()) - 5
+    add = Write("c2", None, b"p", wake_ms=second * 1000 + 999, pending_delta=1)
     assert store.write([add]) == [True]
     assert store.counts() == (1, 0)
-    assert store.due(int(time.time() * 1000), 10) == [member]
-    assert store.due(due - 1, 10) == []
-    remove = Write("c2", b"p", b"h", _later(60_000), index_remove=[member], pending_delta=-1, held_delta=1)
-    assert store.write([remove]) == [True]
+    assert store.due(second * 1000, 10) == [Wake(second, ("c2",))]  # due once its second has come
+    assert store.due(second * 1000 - 1, 10) == []
+    move = Write("c2", b"p", b"h", wake_ms=(second + 2) * 1000, pending_delta=-1, held_delta=1)
+    assert store.write([move, Write("c9", None, b"q", wake_ms=second * 1000)]) == [True, True]
     assert store.counts() == (0, 1)
+    # An entry stays until acked, in order of writing, oldest second first.
+    wakes = store.due(int(time.time() * 1000), 10)
+    assert wakes == [Wake(second, ("c2", "c9")), Wake(second + 2, ("c2",))]
+    assert store.due(int(time.time() * 1000), 2) == wakes[:1]  # the limit counts entries
+    store.ack(wakes[0], 1)
+    assert store.due(int(time.time() * 1000), 10) == [Wake(second, ("c9",)), wakes[1]]
+    store.ack(Wake(second, ("c9",)), 1)
+    store.ack(wakes[1], 1)
     assert store.due(int(time.time() * 1000), 10) == []
+
+
+def test_an_ack_removes_only_the_head_it_read(store: StateStore) -> None:
+    """Two sweepers read the same head: the slower one's ack must not remove entries it never read."""
+    second = int(time.time()) - 5
+    writes = [Write(cid, None, b"s", wake_ms=second * 1000) for cid in ("a", "b", "c", "d")]
+    assert store.write(writes) == [True] * 4
+    first = store.due(int(time.time() * 1000), 2)
+    assert first == [Wake(second, ("a", "b"))]
+    store.ack(first[0], 2)  # sweeper 1
+    store.ack(first[0], 2)  # sweeper 2, same head, later: a no-op
+    store.ack(Wake(second, ("x", "c")), 2)  # a head that is not there: a no-op
+    assert store.due(int(time.time() * 1000), 10) == [Wake(second, ("c", "d"))]
+
+
+def test_old_index_members_are_read_and_acked(services: None) -> None:
+    """Members of the deadline index of releases before 0.2.0 are swept until it is empty."""
+    client: redis.Redis = redis.Redis.from_url(REDIS_URL)
+    prefix = f"contract-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(client, prefix, journal_ttl_ms=60_000, group="contract")
+    now = int(time.time() * 1000)
+    client.zadd(
+        f"{prefix}:deadlines",
+        {f"{now - 5}:c1": now - 5, f"{now - 3}:c:2": now - 3, f"{now + 9999}:c3": now + 9999},
+    )
+    (wake,) = store.due(now, 10)
+    assert wake == Wake(LEGACY, ("c1", "c:2"), (f"{now - 5}:c1", f"{now - 3}:c:2"))
+    store.ack(wake, 1)
+    store.flush_queued()
+    assert client.zrange(f"{prefix}:deadlines", 0, -1) == [
+        f"{now - 3}:c:2".encode(),
+        f"{now + 9999}:c3".encode(),
+    ]
+    client.delete(f"{prefix}:deadlines")
 
 
 def test_a_conflicting_write_changes_nothing(store: StateStore) -> None:
     due = int(time.time() * 1000)
-    assert store.write([Write("c3", None, b"a", _later(60_000))]) == [True]
+    assert store.write([Write("c3", None, b"a")]) == [True]
     loser = Write(
         "c3",
         None,
         b"b",
-        _later(60_000),
+        wake_ms=due,
         journal={P1: _entries((1, b"x"))},
-        index_add=[(due, "m")],
         pending_delta=5,
     )
     assert store.write([loser], {P1: "1:t.0"}) == [False]
     assert store.counts() == (0, 0)
     assert store.read(["c3"], {P1: 0}).journal == {}
-    assert store.due(due + 1, 10) == []
+    assert store.due(due + 1000, 10) == []
 
 
 def test_journal_fields_of_applied_customers_share_one_field_per_partition(store: StateStore) -> None:
     writes = [
-        Write("c7", None, b"a", _later(60_000), journal={P0: _entries((4, b"d4")), P1: _entries((2, b"e2"))}),
-        Write("c8", None, b"b", _later(60_000), journal={P0: _entries((5, b"d5"), (6, b"d6"))}),
-        Write("c7", None, b"lost", _later(60_000), journal={P0: _entries((7, b"never"))}),
+        Write("c7", None, b"a", journal={P0: _entries((4, b"d4")), P1: _entries((2, b"e2"))}),
+        Write("c8", None, b"b", journal={P0: _entries((5, b"d5"), (6, b"d6"))}),
+        Write("c7", None, b"lost", journal={P0: _entries((7, b"never"))}),
     ]
     assert store.write(writes, {P0: "7:t.0", P1: "2:t.0"}) == [True, True, False]
     assert store.read([], {P0: 4, P1: 0}).journal == {
@@ -102,15 +138,9 @@ def test_journal_fields_of_applied_customers_share_one_field_per_partition(store
 
 
 def test_forgotten_and_committed_journal_fields_are_dropped(store: StateStore) -> None:
-    assert store.write(
-        [Write("c4", None, b"a", _later(60_000), journal={P0: _entries((7, b"d"))})], {P0: "7:t.0"}
-    )
-    assert store.write(
-        [Write("c5", None, b"a", _later(60_000), journal={P0: _entries((8, b"e"))})], {P0: "8:t.1"}
-    )
-    assert store.write(
-        [Write("c9", None, b"a", _later(60_000), journal={P1: _entries((3, b"f"))})], {P1: "3:t.1"}
-    )
+    assert store.write([Write("c4", None, b"a", journal={P0: _entries((7, b"d"))})], {P0: "7:t.0"})
+    assert store.write([Write("c5", None, b"a", journal={P0: _entries((8, b"e"))})], {P0: "8:t.1"})
+    assert store.write([Write("c9", None, b"a", journal={P1: _entries((3, b"f"))})], {P1: "3:t.1"})
     store.forget_journal({P0: ["7:t.0"]})  # committed: rides along with the next command
     assert store.read([], {P0: 0}).journal == {("leads.raw", 0, 8): b"e"}
     # A reader starting at offset 4 of P1 does not need what is before it...
@@ -153,9 +183,7 @@ def test_the_journal_clean_up_happens_only_with_the_floor(services: None) -> Non
     client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     prefix = f"contract-{uuid.uuid4().hex[:8]}"
     store = RedisStore(client, prefix, journal_ttl_ms=60_000, group="g1")
-    assert store.write(
-        [Write("c1", None, b"a", _later(60_000), journal={P0: _entries((4, b"d"))})], {P0: "4:t.0"}
-    )
+    assert store.write([Write("c1", None, b"a", journal={P0: _entries((4, b"d"))})], {P0: "4:t.0"})
     store.note_committed({P0: 5})
     store.forget_journal({P0: ["4:t.0"]})
     # A refused ZADD (here: the key has the wrong type; in production, out of memory) must stop the
@@ -182,17 +210,15 @@ def test_the_journal_clean_up_happens_only_with_the_floor(services: None) -> Non
     client.delete(store.state_key("c1"))
 
 
-def test_redis_keys_and_expiry(services: None) -> None:
+def test_redis_keys_and_no_state_ttl(services: None) -> None:
     client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     prefix = f"contract-{uuid.uuid4().hex[:8]}"
     store = RedisStore(client, prefix, journal_ttl_ms=60_000, group="contract")
     cid = "odd:{cid}"
-    assert store.write(
-        [Write(cid, None, b"a", _later(30_000), journal={P0: _entries((1, b"d"))})], {P0: "1:t"}
-    )
+    assert store.write([Write(cid, None, b"a", journal={P0: _entries((1, b"d"))})], {P0: "1:t"})
     state_key, journal_key = store.state_key(cid), store.journal_key(P0)
     assert (state_key, journal_key) == (f"{prefix}:s:{{odd:{{cid}}}}", f"{prefix}:j:leads.raw:0")
-    assert 0 < client.pttl(state_key) <= 30_000
+    assert client.pttl(state_key) == -1  # no TTL: the expiry sweeper deletes states (consumer/expiry.py)
     assert 0 < client.pttl(journal_key) <= 60_000
     assert client.hkeys(journal_key) == [b"1:t"]
     client.delete(state_key, journal_key)
@@ -205,26 +231,26 @@ def test_many_customers_in_one_call(store: StateStore) -> None:
             f"m{i}",
             None,
             f"v{i}".encode(),
-            _later(60_000),
+            wake_ms=due,
             journal={P0: _entries((i, b"d"))},
-            index_add=[(due + i, index_member(due + i, f"m{i}"))],
             pending_delta=1,
         )
         for i in range(5000)
     ]
-    writes.append(Write("m0", None, b"dup", _later(60_000)))  # same customer again: the first write wins
+    writes.append(Write("m0", None, b"dup"))  # same customer again: the first write wins
     assert store.write(writes, {P0: "4999:t"}) == [True] * 5000 + [False]
     reading = store.read([f"m{i}" for i in range(5000)], {P0: 0})
     assert reading.states == {f"m{i}": f"v{i}".encode() for i in range(5000)}
     assert reading.journal == {("leads.raw", 0, i): b"d" for i in range(5000)}
     assert store.counts() == (5000, 0)
-    assert len(store.due(due + 5000, 10_000)) == 5000  # more than one ZADD chunk
+    # One second's list of 5000 entries: more than one RPUSH chunk, in order.
+    assert store.due(due + 1000, 10_000) == [Wake(due // 1000, tuple(f"m{i}" for i in range(5000)))]
 
 
 def test_script_is_reloaded_after_redis_forgets_it(services: None) -> None:
     client: redis.Redis = redis.Redis.from_url(REDIS_URL)
     store = RedisStore(client, f"contract-{uuid.uuid4().hex[:8]}", journal_ttl_ms=60_000, group="contract")
-    assert store.write([Write("c6", None, b"a", _later(30_000))]) == [True]
+    assert store.write([Write("c6", None, b"a")]) == [True]
     client.script_flush()  # as after a Redis restart
-    assert store.write([Write("c6", b"a", b"b", _later(30_000))]) == [True]
+    assert store.write([Write("c6", b"a", b"b")]) == [True]
     client.delete(store.state_key("c6"))

@@ -180,3 +180,9 @@ def set_group_offsets(
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in offsets.items()])
     for future in admin.alter_consumer_group_offsets([request]).values():
         future.result(timeout_s)
+
+
+def wake_entries(client: Any, prefix: str) -> dict[int, list[str]]:
+    """The wake index as stored (consumer/state/store.py): second -> cids of its list."""
+    seconds = [int(s) for s in client.zrange(f"{prefix}:wake", 0, -1)]
+    return {s: [c.decode() for c in client.lrange(f"{prefix}:wake:{s}", 0, -1)] for s in seconds}

@@ -267,10 +267,15 @@ def test_state_forgets_old_dedupe_marks() -> None:
     assert state.done
     later, _ = attribute(state, direct("other"), T0 + 60_001, W)
     assert set(later.done) == {"other"}
-    assert later.expires_at_ms() == T0 + 60_001 + W.dedupe_ttl_ms
+    assert later.wake_ms() == T0 + 60_001 + W.dedupe_ttl_ms  # then the state can be deleted
 
 
-def test_pending_keeps_key_alive_past_deadline_for_reporting() -> None:
+def test_wake_time_is_the_first_item_due_then_the_last_dedupe_mark() -> None:
     state, _ = attribute(EMPTY, event1(), T0, W)
     assert isinstance(state.pending[0], PendingLead)
-    assert state.expires_at_ms() > state.pending[0].deadline_ms
+    assert state.wake_ms() == state.pending[0].deadline_ms
+    leased = claim(state, list(state.pending), state.pending[0].deadline_ms + 30_000)
+    assert leased.wake_ms() == state.pending[0].deadline_ms + 30_000  # a claimed item: its lease
+    joined, _ = attribute(state, event2(), T0 + 1_000, W)
+    assert not joined.items() and joined.wake_ms() == max(joined.done.values())
+    assert EMPTY.wake_ms() is None

@@ -14,9 +14,11 @@ Properties:
   of invalid input on a later replay, which is documented) and changes no state, journal, index or
   counter;
 - (b) once the clock passes every deadline, every pending lead and held Event 2 has been reported
-  exactly once, nothing is left, and a further sweep reports nothing;
+  exactly once, nothing is left, and a further sweep reports nothing; once it also passes every
+  dedupe window, the sweeper has deleted every state and no wake entry is left (states have no
+  TTL: this is what keeps them from leaking);
 - (c) after every step, the store's pending/held counters equal the items across all states, and
-  the deadline index holds exactly one member per item (due time, cid);
+  every stored state has a wake entry (second, cid) for its wake time;
 - a sweeper that claims and then dies (its transaction aborted) delays reports, loses none;
 - all of the above with a sweeper claiming between a batch's read and write (compare-and-set
   conflicts), and with other window lengths (pending TTL = grace; dedupe shorter than both).
@@ -27,7 +29,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,8 +49,8 @@ from consumer.pipeline import BatchProcessor, BatchResult
 from consumer.publish import Output, OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
 from consumer.state.codec import decode_state
-from consumer.state.memory import InMemoryStore
-from consumer.state.store import PartitionKey, Write
+from consumer.state.store import wake_second
+from tests.support.stores import InterleavingStore
 from tests.unit.reference_model import (
     VALID_AVATARS,
     VALID_EMAILS,
@@ -306,22 +308,6 @@ def without_detected_at(records: Iterable[Unlinked]) -> Counter[Unlinked]:
     return Counter(replace(r, detected_at=0) for r in records)
 
 
-class InterleavingStore(InMemoryStore):
-    """An InMemoryStore that runs a hook just before the next write: another instance at work."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.before_next_write: Callable[[], None] | None = None
-
-    def write(
-        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str] | None = None
-    ) -> list[bool]:
-        hook, self.before_next_write = self.before_next_write, None
-        if hook is not None:
-            hook()
-        return super().write(writes, journal_fields)
-
-
 class Harness:
     def __init__(self, replay_delay_ms: int = 0, crashes: bool = False, windows: Windows = WINDOWS) -> None:
         self.now_ms = T0_MS
@@ -432,7 +418,8 @@ class Harness:
     def snapshot(self) -> tuple[object, ...]:
         store = self.store
         journals = {cid: dict(entries) for cid, entries in store.journals.items()}
-        return dict(store.states), dict(store.expiry), journals, dict(store.index), store.counts()
+        wakes = {second: list(cids) for second, cids in store.wakes.items()}
+        return dict(store.states), journals, wakes, store.counts()
 
     def account(self, records: Sequence[Send], decisions: Sequence[object]) -> None:
         for send, decision in zip(records, decisions, strict=True):
@@ -537,14 +524,15 @@ class Harness:
     def check_store(self) -> None:
         """Property (c): counters and index agree with the states they describe."""
         pending = held = 0
-        members: dict[str, int] = {}
+        entries = self.store.wake_entries()
         for cid, blob in self.store.states.items():
             state = decode_state(blob)
             pending += len(state.pending)
             held += len(state.held)
-            members.update({f"{item.due_ms}:{cid}": item.due_ms for item in state.items()})
+            wake = state.wake_ms()
+            assert wake is not None, "an empty state is deleted, not stored"
+            assert (wake_second(wake), cid) in entries, "a stored state the sweeper would never visit"
         assert self.store.counts() == (pending, held)
-        assert self.store.index == members
         if not self.crashes:  # a crashed claim keeps its items until the lease runs out
             assert (pending, held) == self.model.outstanding()
 
@@ -554,11 +542,15 @@ class Harness:
         self.sweep()
         self.check_store()
         assert self.store.counts() == (0, 0)
-        assert self.store.index == {}
         assert self.model.outstanding() == (0, 0)
         assert all(not decode_state(blob).items() for blob in self.store.states.values())
         self.now_ms += LEASE_MS + 1_000
         assert not self.sweeper.claim_due().leads
+        self.now_ms += self.windows.dedupe_ttl_ms + 1_000  # every dedupe mark lapses too
+        for _ in range(10):
+            assert not self.sweeper.claim_due().leads
+        assert self.store.states == {}
+        assert self.store.wakes == {}
 
         by_reason = Counter(r.reason for r in self.reported)
         expired = self.stored["pending"] - self.stored["pending_joined"]

@@ -1,0 +1,32 @@
+-- The expiry sweeper's read (consumer/state/store.py, consumer/expiry.py): the heads of the wake
+-- lists of every second up to now, oldest first, at most ARGV[2] entries in all; then, while room
+-- is left, members of the index of releases before 0.2.0 that are due (a zset "<due ms>:<cid>").
+-- Nothing is removed here: entries go only once handled (wake_ack.lua).
+--
+-- KEYS[1] wake zset (second -> second), KEYS[2] the old deadline index
+-- ARGV[1] now (ms), ARGV[2] limit, ARGV[3] the wake lists' name prefix ("<prefix>:wake:")
+-- Returns a flat array: second, {cid, ...}, second, {cid, ...}, ... ["legacy", {member, ...}]
+local now_ms = tonumber(ARGV[1])
+local left = tonumber(ARGV[2])
+local out = {}
+local seconds = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', math.floor(now_ms / 1000), 'LIMIT', 0, 64)
+for _, second in ipairs(seconds) do
+  if left <= 0 then break end
+  local cids = redis.call('LRANGE', ARGV[3] .. second, 0, left - 1)
+  if #cids == 0 then
+    -- Only if someone deleted the list by hand: the scripts keep list and member together.
+    redis.call('ZREM', KEYS[1], second)
+  else
+    out[#out + 1] = second
+    out[#out + 1] = cids
+    left = left - #cids
+  end
+end
+if left > 0 then
+  local members = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, left)
+  if #members > 0 then
+    out[#out + 1] = 'legacy'
+    out[#out + 1] = members
+  end
+end
+return out

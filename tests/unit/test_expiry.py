@@ -1,0 +1,77 @@
+"""The expiry sweeper's use of the wake index, where the property tests do not reach: its own
+compare-and-set losing to a batch, entries not due yet within their second, and stale entries."""
+
+from __future__ import annotations
+
+from consumer.expiry import ExpirySweeper
+from consumer.state.codec import decode_state
+from consumer.state.memory import InMemoryStore
+from consumer.state.model import CustomerState, PendingLead
+from consumer.state.store import wake_second
+from consumer.state.transition import plan_write
+from tests.support.stores import InterleavingStore
+
+T0 = 1_800_000_000_000  # a whole second
+LEASE_MS = 30_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = T0
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def pending(deadline_ms: int, click: str = "click-1") -> PendingLead:
+    return PendingLead(click, "signup", None, None, None, None, None, T0 - 1000, deadline_ms)
+
+
+def store_state(store: InMemoryStore, cid: str, new: CustomerState) -> None:
+    blob = store.states.get(cid)
+    write = plan_write(cid, blob, decode_state(blob), new, {})
+    assert write is not None and store.write([write]) == [True]
+
+
+def test_a_claim_lost_to_a_batch_keeps_the_entry() -> None:
+    store, clock = InterleavingStore(), Clock()
+    sweeper = ExpirySweeper(store, LEASE_MS, clock=clock)
+    store_state(store, "c1", CustomerState(pending=(pending(T0 + 100),)))
+    clock.ms = T0 + 2000
+
+    def batch_adds_a_dedupe_mark() -> None:  # the wake time stays the pending lead's deadline
+        state = decode_state(store.states["c1"])
+        store_state(store, "c1", CustomerState(state.pending, state.held, {"demo": T0 + 60_000}))
+
+    store.before_next_write = batch_adds_a_dedupe_mark
+    assert not sweeper.claim_due().leads  # compare-and-set lost: nothing claimed ...
+    assert (wake_second(T0 + 100), "c1") in store.wake_entries()  # ... and the entry kept
+    assert [lead.customer_external_id for lead in sweeper.claim_due().leads] == ["c1"]
+
+
+def test_an_entry_not_due_yet_within_its_second_stays() -> None:
+    store, clock = InMemoryStore(), Clock()
+    sweeper = ExpirySweeper(store, LEASE_MS, clock=clock)
+    store_state(store, "c1", CustomerState(pending=(pending(T0 + 900),)))
+    store_state(store, "c2", CustomerState(pending=(pending(T0 + 100, "click-2"),)))
+    clock.ms = T0 + 500  # the second of both has come; only c2 is due
+    assert [lead.customer_external_id for lead in sweeper.claim_due().leads] == ["c2"]
+    assert (wake_second(T0), "c1") in store.wake_entries()
+    clock.ms = T0 + 900
+    assert [lead.customer_external_id for lead in sweeper.claim_due().leads] == ["c1"]
+
+
+def test_entries_left_behind_by_a_moved_wake_time_are_dropped_and_states_deleted() -> None:
+    store, clock = InMemoryStore(), Clock()
+    sweeper = ExpirySweeper(store, LEASE_MS, clock=clock)
+    store_state(store, "c1", CustomerState(pending=(pending(T0 + 100),)))
+    # Joined by a batch: no item left, a dedupe mark until T0 + 60 s; the old entry stays behind.
+    store_state(store, "c1", CustomerState(done={"signup": T0 + 60_000}))
+    assert store.wake_entries() == {(wake_second(T0 + 100), "c1"), (wake_second(T0 + 60_000), "c1")}
+    clock.ms = T0 + 1000
+    assert not sweeper.claim_due().leads
+    assert store.wake_entries() == {(wake_second(T0 + 60_000), "c1")}  # the stale one is gone
+    assert "c1" in store.states
+    clock.ms = T0 + 60_000
+    assert not sweeper.claim_due().leads
+    assert (store.states, store.wakes) == ({}, {})  # the mark lapsed: state deleted, index empty
