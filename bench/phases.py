@@ -425,7 +425,11 @@ def pending_memory(ctx: Context, label: str, leads: int, events: int) -> dict[st
             sizes.append(int(client.memory_usage(key, samples=0) or 0))
             blobs.append(len(client.get(key) or b""))
     journal_keys = sum(1 for _ in client.scan_iter(match=f"{prefix}:j:*", count=5000))
-    index_bytes = int(client.memory_usage(f"{prefix}:deadlines", samples=0) or 0)
+    # The wake index: the zset of seconds and one list per second (consumer/state/store.py).
+    index_bytes = int(client.memory_usage(f"{prefix}:wake", samples=0) or 0)
+    seconds: list[bytes] = client.zrange(f"{prefix}:wake", 0, -1)  # type: ignore[assignment]
+    for second in seconds:
+        index_bytes += int(client.memory_usage(f"{prefix}:wake:{second.decode()}", samples=0) or 0)
     samples = sampler.samples
     times, counts = [s.t for s in samples], [s.consumed for s in samples]
     middle = stats.middle_rate(times, counts, events)
@@ -443,7 +447,7 @@ def pending_memory(ctx: Context, label: str, leads: int, events: int) -> dict[st
         "redis_bytes_per_pending": round((after - before) / leads, 1),
         "state_key_bytes_avg": round(sum(sizes) / len(sizes), 1) if sizes else None,
         "state_blob_bytes_avg": round(sum(blobs) / len(blobs), 1) if blobs else None,
-        "deadline_index_bytes_per_lead": round(index_bytes / max(1, pending), 1),
+        "wake_index_bytes_per_lead": round(index_bytes / max(1, pending), 1),
         "peak_rss_mb": [round(x, 1) for x in sampler.peak_rss_mb],
         "final_rss_mb": [round(x, 1) for x in samples[-1].rss_mb],
         # Growth while the pending leads went from a quarter of the final number to all of them:

@@ -133,7 +133,7 @@ def rows(report: dict[str, Any]) -> list[Row]:
             Row(
                 f"Redis memory per pending lead ({phase['pending_leads']:,} leads)",
                 f"{per:.0f} bytes (state key {phase['state_key_bytes_avg']}, blob {phase['state_blob_bytes_avg']}, "
-                f"index {phase['deadline_index_bytes_per_lead']})",
+                f"wake index {phase['wake_index_bytes_per_lead']})",
                 f"<= {REDIS_BYTES_PER_PENDING} bytes",
                 per <= REDIS_BYTES_PER_PENDING,
             )
