@@ -13,7 +13,7 @@ exactly_once (default), per batch:
   offsets. A failure *in* Step 4 (e.g. commit_transaction timing out while the broker restarts)
   leaves the outcome unknown: the coordinator may still complete the commit. The caller must not
   replay blindly (that would publish the batch twice); ``CommitFailed.maybe_committed`` tells it to
-  ask the group coordinator for the committed offsets first (see Runner._settle).
+  ask the group coordinator for the committed offsets first (see OffsetKeeper.settle).
 
 Errors (confluent-kafka raises KafkaException carrying a KafkaError):
   fatal            the producer is unusable (e.g. fenced): it is retired, and the next transaction

@@ -13,16 +13,18 @@ Faults, and what the loop does about them (never skipping a batch):
   commit outcome unknown         (commit_transaction failed, e.g. during a broker restart) ask the
                                  group coordinator for the committed offsets, retrying until it
                                  answers, and resume from them: replaying a batch that was in fact
-                                 committed would publish it twice (Runner._settle).
+                                 committed would publish it twice (OffsetKeeper.settle).
   broker unreachable             consume() returns nothing; readiness reports it, once.
   partitions assigned            start them at the committed offsets asked for here, waiting for
                                  offsets a dead owner's open transaction still holds; librdkafka
                                  would start them from auto.offset.reset if a rebalance interrupted
-                                 that wait (Runner._committed_starts).
+                                 that wait (OffsetKeeper.committed_starts).
   committed offsets went back    (a broker crash was seen to do this) the first batch read finds
                                  its start below the committed-offset floor kept in Redis: nothing
-                                 is decided, the partitions move up to the floor (_skip_to_committed).
-Each health state change is logged once, when it changes.
+                                 is decided, the partitions move up to the floor
+                                 (OffsetKeeper.skip_to_committed).
+The committed-offset steps live in consumer/offsets.py; each health state change is logged once,
+when it changes.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from consumer.expiry import ExpirySweeper
 from consumer.health import Health
 from consumer.logs import fields
 from consumer.model import Decision, Invalid, SourceRecord
+from consumer.offsets import BACKOFF_MAX_S, BACKOFF_START_S, OffsetKeeper, first_offsets
 from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult, ConflictError
 from consumer.publish import OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, RebalanceEvent
@@ -54,16 +57,7 @@ from consumer.stats import partition_lag
 
 log = logging.getLogger(__name__)
 
-BACKOFF_START_S = 0.2
-BACKOFF_MAX_S = 5.0
 COUNTS_INTERVAL_S = 5.0
-# Asking the group coordinator for committed offsets, per try (Runner._settle).
-SETTLE_TIMEOUT_S = 5.0
-# How long _settle asks again when the coordinator answers offsets below the batch's start.
-STALE_ANSWER_LIMIT_S = 60.0
-# Waiting this long for the committed offsets of assigned partitions is more than a dead owner's
-# open transaction explains (transaction.timeout.ms, 60 s by default).
-PENDING_OFFSETS_LIMIT_S = 75.0
 # A transactional call blocked this long means the broker is away (a commit takes milliseconds);
 # librdkafka may block for the whole outage, so a watchdog thread reports it to readiness.
 KAFKA_STALL_S = 5.0
@@ -124,13 +118,23 @@ class Runner:
         self.sweep_interval_s = sweep_interval_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.clock = clock
-        self.topic_id = topic_id  # Kafka's id of a topic (the committed-offset floor is kept per id)
         self.stop_requested = 0.0  # monotonic time of the first SIGTERM, 0 while running
         self._next_sweep = 0.0
         self._next_counts = 0.0
         self._kafka_call_since = 0.0  # monotonic start of the blocking Kafka call in progress, 0 if none
         self._state_lock = threading.Lock()  # the watchdog thread changes the Kafka state too
         self._group_state: tuple[str, str] = ("", "")  # librdkafka's view of the group, from stats
+        self.offsets = OffsetKeeper(
+            self.consumer,
+            committer,
+            store,
+            health,
+            set_kafka=self._set_kafka,
+            set_redis=self._set_redis,
+            kafka_call=self._kafka_call,
+            stopping=lambda: bool(self.stop_requested),
+            topic_id=topic_id,
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -202,7 +206,7 @@ class Runner:
         metrics.REBALANCES.labels(event=RebalanceEvent.ASSIGNED.value).inc()
         metrics.ASSIGNED_PARTITIONS.set(len(partitions))
         log.info("partitions assigned", extra=fields(partitions=sorted(p.partition for p in partitions)))
-        starts = self._committed_starts(consumer, partitions)
+        starts = self.offsets.committed_starts(consumer, partitions)
         if starts is None:
             consumer.assign([])  # stopping before the coordinator answered: consume nothing, leave
             return
@@ -216,62 +220,6 @@ class Runner:
             consumer.assign(starts)
         except KafkaException:
             consumer.incremental_assign(starts)  # a cooperative assignor was configured
-
-    def _committed_starts(
-        self, consumer: Consumer, partitions: list[TopicPartition]
-    ) -> list[TopicPartition] | None:
-        """Where to start the assigned partitions: the group's committed offsets, asked here instead
-        of leaving it to librdkafka, which waits for offsets still pending in an open transaction
-        (UNSTABLE_OFFSET_COMMIT: a killed previous owner's, until transaction.timeout.ms) but, if a
-        rebalance interrupts that wait, starts the partition at auto.offset.reset instead: the
-        whole partition replayed and published again (librdkafka 2.16; docs/chaos.md). committed()
-        of a read_committed consumer waits for those offsets too (KIP-447) and is retried until it
-        answers. No commit yet (OFFSET_INVALID) leaves auto.offset.reset to librdkafka. An answer
-        that went backwards (seen after broker crashes) is caught by the first batch read, against
-        the committed-offset floor in Redis (pipeline.AlreadyCommitted). None when a stop is
-        requested first."""
-        wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        waited = False
-        waiting_since = time.monotonic()
-        while wanted:
-            self.health.beat()
-            try:
-                if waited:
-                    # The open transaction holding these offsets may be this instance's own: a
-                    # producer abandoned in a stuck call (make chaos, broker run: 6 minutes stuck
-                    # here). A new producer with the same transactional.id fences it, and the
-                    # coordinator aborts its transaction; a no-op while the producer is sound.
-                    with self._kafka_call():
-                        self.committer.recover()
-                answer = consumer.committed(wanted, timeout=SETTLE_TIMEOUT_S)
-                failed = [tp for tp in answer if tp.error is not None]
-                if not failed and self.topic_id is not None:
-                    # Asked at every assignment: a topic deleted and created again gets a new id.
-                    for topic in {tp.topic for tp in wanted}:
-                        self.store.identify_topic(topic, self.topic_id(topic))
-                if not failed:
-                    if waited:
-                        log.info("committed offsets of the assigned partitions known, starting")
-                        self._set_kafka(True)  # the coordinator answered
-                    return answer
-                problem = str(failed[0].error)
-            except (KafkaException, TimeoutError, CommitFailed) as exc:  # TimeoutError: the topic id's
-                problem = str(exc) or type(exc).__name__
-            if not waited:
-                waited = True
-                log.warning(
-                    "waiting for the committed offsets (and topic id) of the assigned partitions (a "
-                    "previous owner's transaction may still be open)",
-                    extra=fields(error=problem),
-                )
-            if time.monotonic() - waiting_since > PENDING_OFFSETS_LIMIT_S:
-                # Longer than any dead owner's transaction may stay open: not ready, and after
-                # KAFKA_DOWN_LIVENESS_S the liveness probe restarts the instance.
-                self._set_kafka(False, f"committed offsets unknown for over {PENDING_OFFSETS_LIMIT_S:.0f}s")
-            if self.stop_requested:
-                return None
-            time.sleep(BACKOFF_START_S)
-        return []
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Nothing in hand (see module docstring): every consumed batch is already committed. The
@@ -326,10 +274,11 @@ class Runner:
             result = self._process_with_retry(sources)
         except AlreadyCommitted as behind:
             self._set_redis(True)  # the read that found the floor succeeded
-            self._skip_to_committed(sources, behind.floors)
+            self.offsets.skip_to_committed(sources, behind.floors)
             return
         if result is None:
-            self._rewind(sources)  # stopping during an outage: abandon the batch, nothing was published
+            # Stopping during an outage: abandon the batch, nothing was published.
+            self.offsets.rewind(sources)
             return
         try:
             with self._kafka_call():
@@ -341,18 +290,18 @@ class Runner:
                 log.warning(
                     "batch not committed, replaying it", extra=fields(error=str(failure), fatal=failure.fatal)
                 )
-                self._rewind(sources)
+                self.offsets.rewind(sources)
                 return
             log.warning(
                 "batch commit outcome unknown, reading the committed offsets",
                 extra=fields(error=str(failure), fatal=failure.fatal),
             )
-            committed = self._settle(result, _first_offsets(sources))
+            committed = self.offsets.settle(result, first_offsets(sources))
             if committed is None:
                 return  # stopping first: whoever owns the partitions next starts from the committed offsets
             if any(committed.get(tp, -1) < end for tp, end in result.offsets.items()):
                 log.warning("batch not committed, replaying it", extra=fields(error=str(failure)))
-                self._rewind(sources, committed)
+                self.offsets.rewind(sources, committed)
                 return
             log.info("batch was committed after all", extra=fields(records=len(sources)))
         self._set_kafka(True)
@@ -366,114 +315,6 @@ class Runner:
         except redis.RedisError as error:
             self._set_redis(False, error)
         self._record(sources, result, started)
-
-    def _skip_to_committed(self, sources: list[SourceRecord], floors: dict[tuple[str, int], int]) -> None:
-        """The batch starts below offsets this group had committed (the floor in Redis): the
-        broker's committed offsets went backwards, or an operator reset them without clearing the
-        floor. That input was published already, so the partitions move up to the floor, and the
-        floor is committed to the group again (with no records): the group's offsets and lag are
-        right even if no new input comes. A floor past the end of its partition belongs to an
-        earlier life of the topic (deleted and created again): it is dropped, not obeyed, or the
-        consumer would seek past the end, be reset to the start, and skip the partition for good."""
-        first = _first_offsets(sources)
-        past_end = self._past_end(floors)
-        if past_end:
-            log.error(
-                "the committed-offset floor is past the end of its partitions (topic created again?): "
-                "dropping it for them",
-                extra=fields(
-                    partitions={str(p): {"floor": floors[(t, p)], "end": e} for (t, p), e in past_end.items()}
-                ),
-            )
-            try:
-                self.store.forget_committed(list(past_end))
-            except redis.RedisError as error:
-                self._set_redis(False, error)
-                self._rewind(sources)  # the next read checks again
-                return
-            floors = {tp: floor for tp, floor in floors.items() if tp not in past_end}
-        metrics.FLOOR_SKIPS.inc()
-        if floors:
-            log.warning(
-                "input below the offsets this group committed: skipping to them (a deliberate replay "
-                "needs `leadattr clear-offset-floor` first)",
-                extra=fields(
-                    partitions={
-                        str(p): {"from": first[(t, p)], "committed": o} for (t, p), o in floors.items()
-                    }
-                ),
-            )
-        self._rewind(sources, floors)
-        if not floors:
-            return
-        try:
-            with self._kafka_call():
-                self.committer.commit_batch([], floors, self.consumer)
-        except CommitFailed as failure:
-            log.warning(
-                "could not commit the floor offsets again; the next batch commits past them",
-                extra=fields(error=str(failure)),
-            )
-
-    def _past_end(self, floors: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-        """The partitions whose floor lies past their end offset, with that end. Unknown (broker
-        unreachable) counts as not past: skipping is the safe way to be wrong for a moment."""
-        past: dict[tuple[str, int], int] = {}
-        for (topic, partition), floor in floors.items():
-            try:
-                with self._kafka_call():
-                    _low, high = self.consumer.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=SETTLE_TIMEOUT_S
-                    )
-            except KafkaException:
-                continue
-            if floor > high:
-                past[(topic, partition)] = high
-        return past
-
-    def _settle(
-        self, result: BatchResult, first: dict[tuple[str, int], int]
-    ) -> dict[tuple[str, int], int] | None:
-        """The group's committed offsets for the batch's partitions, after a commit whose outcome is
-        unknown; None if a stop is requested before the coordinator answers.
-
-        committer.recover() first: a new producer with the same transactional.id makes the
-        coordinator finish the old transaction (commit it if it was prepared, else abort it), and
-        a read_committed consumer's committed() waits for pending transactional offsets
-        (KIP-447), so the answer is final, not a snapshot taken mid-commit. An answer below the
-        batch's first offsets is stale (the batch started where the group's commits had reached:
-        a coordinator just reloaded after a broker crash was seen answering that way) and is asked
-        again for up to STALE_ANSWER_LIMIT_S; after that it is returned as it is, and the floor
-        check of the replay brings the partitions back up to the batch's start."""
-        partitions = [TopicPartition(topic, partition) for topic, partition in result.offsets]
-        backoff = BACKOFF_START_S
-        stale_since = 0.0
-        while True:
-            self.health.beat()
-            problem = ""
-            try:
-                with self._kafka_call():
-                    self.committer.recover()
-                    answer = self.consumer.committed(partitions, timeout=SETTLE_TIMEOUT_S)
-                failed = [tp for tp in answer if tp.error is not None]
-                stale = [tp for tp in answer if tp.offset < first.get((tp.topic, tp.partition), -1)]
-                stale_since = stale_since or (time.monotonic() if stale else 0.0)
-                if not failed and (not stale or time.monotonic() - stale_since > STALE_ANSWER_LIMIT_S):
-                    return {(tp.topic, tp.partition): tp.offset for tp in answer}
-                problem = (
-                    str(failed[0].error) if failed else f"committed offsets behind the batch: {stale[0]}"
-                )
-            except CommitFailed as failure:
-                problem = str(failure)
-            except KafkaException as exc:
-                problem = str(exc)
-            metrics.KAFKA_ERRORS.inc()
-            self._set_kafka(False, problem)
-            if self.stop_requested:
-                log.warning("stopping before the commit outcome was known; the next owner reads it")
-                return None
-            time.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _process_with_retry(self, sources: list[SourceRecord]) -> BatchResult | None:
         backoff = BACKOFF_START_S
@@ -493,21 +334,6 @@ class Runner:
             self.health.beat()
             time.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
-
-    def _rewind(
-        self, sources: list[SourceRecord], committed: dict[tuple[str, int], int] | None = None
-    ) -> None:
-        """Seek back to the batch's first offsets, so the batch is consumed and processed again;
-        or, when known, to the committed offsets (which are authoritative)."""
-        for (topic, partition), start in _first_offsets(sources).items():
-            known = (committed or {}).get((topic, partition), -1)
-            offset = known if known >= 0 else start
-            try:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-            except Exception:
-                log.info(
-                    "rewind skipped for a partition no longer assigned", extra=fields(partition=partition)
-                )
 
     def _record(self, sources: list[SourceRecord], result: BatchResult, started: float) -> None:
         now = self.clock()
@@ -655,13 +481,6 @@ class Runner:
             self._set_kafka(False, f"broker {silent[0]['nodeid']} has not answered for {idle_s:.0f}s")
         elif any(b.get("state") == "UP" for b in brokers):
             self._set_kafka(True)
-
-
-def _first_offsets(sources: Iterable[SourceRecord]) -> dict[tuple[str, int], int]:
-    first: dict[tuple[str, int], int] = {}
-    for source in sources:
-        first.setdefault((source.topic, source.partition), source.offset)
-    return first
 
 
 def _has_label(partition: int) -> bool:

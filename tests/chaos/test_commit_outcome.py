@@ -1,4 +1,4 @@
-"""The run loop after a commit whose outcome is unknown (Runner._settle), with fakes.
+"""The run loop after a commit whose outcome is unknown (OffsetKeeper.settle), with fakes.
 
 The fault runs reach this path (a broker frozen mid-commit), but cannot choose which way the
 coordinator decided; here both ways are forced: a batch the coordinator did commit must not be
@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer import commit
-from consumer import runner as runner_module
+from consumer import offsets as offsets_module
 from consumer.commit import CommitFailed, TransactionalCommitter
 from consumer.expiry import ExpirySweeper
 from consumer.health import Health
@@ -170,7 +170,7 @@ def test_an_answer_below_the_batch_start_is_asked_again(monkeypatch: pytest.Monk
     # A coordinator reloaded after a broker crash answered no offset, then an older one: below
     # where this batch started, so certainly not the truth. Replaying on it would publish the
     # batch twice if it had been committed; asking again gets the real answer.
-    monkeypatch.setattr(runner_module, "BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(offsets_module, "BACKOFF_START_S", 0.01)
     sources, result = _batch()
     consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
     consumer.answers = [{}, {0: 3, 1: 6}]  # then the real answer: the batch was committed
@@ -184,8 +184,8 @@ def test_an_answer_below_the_batch_start_is_asked_again(monkeypatch: pytest.Monk
 def test_a_stale_answer_that_persists_ends_in_a_replay_from_the_batch_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(runner_module, "BACKOFF_START_S", 0.01)
-    monkeypatch.setattr(runner_module, "STALE_ANSWER_LIMIT_S", 0.05)
+    monkeypatch.setattr(offsets_module, "BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(offsets_module, "STALE_ANSWER_LIMIT_S", 0.05)
     sources, result = _batch()
     consumer, store = FakeConsumer({0: 3}), FakeStore()  # partition 0 stays behind the batch start
     runner, _ = _runner(consumer, store, result)
@@ -360,7 +360,7 @@ def test_a_floor_past_the_end_of_its_partition_is_dropped_not_obeyed() -> None:
 def test_assigned_partitions_start_once_their_topic_id_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
     # The floor is kept per topic id; an admin request that times out is asked again, it does
     # not escape the rebalance callback.
-    monkeypatch.setattr(runner_module, "BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(offsets_module, "BACKOFF_START_S", 0.01)
     _sources, result = _batch()
     consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
     runner, _ = _runner(consumer, store, result)
@@ -372,8 +372,8 @@ def test_assigned_partitions_start_once_their_topic_id_is_known(monkeypatch: pyt
             raise answer
         return answer
 
-    runner.topic_id = topic_id
-    starts = runner._committed_starts(
+    runner.offsets.topic_id = topic_id
+    starts = runner.offsets.committed_starts(
         cast(Any, consumer), [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
     )
     assert starts is not None and [(tp.partition, tp.offset) for tp in starts] == [(0, 12), (1, 6)]
@@ -387,7 +387,7 @@ def test_waiting_for_pending_offsets_fences_this_instances_own_abandoned_transac
     # transaction open; the partitions came back to the same instance, whose committed() then
     # waited 6 minutes for offsets only its own next producer would fence. Now recover() runs
     # while waiting (a no-op when the producer is sound).
-    monkeypatch.setattr(runner_module, "BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(offsets_module, "BACKOFF_START_S", 0.01)
     _sources, result = _batch()
     consumer = FakeConsumer({0: 12, 1: 6})
     runner, committer = _runner(consumer, FakeStore(), result)
@@ -399,7 +399,7 @@ def test_waiting_for_pending_offsets_fences_this_instances_own_abandoned_transac
         return answer_of(partitions, timeout)
 
     consumer.committed = pending_until_fenced  # type: ignore[method-assign]
-    starts = runner._committed_starts(
+    starts = runner.offsets.committed_starts(
         cast(Any, consumer), [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
     )
     assert starts is not None and [(tp.partition, tp.offset) for tp in starts] == [(0, 12), (1, 6)]

@@ -4,7 +4,7 @@ a rebalance while it waits for them: it must start at the committed offsets, not
 librdkafka 2.16 waits for such offsets (UNSTABLE_OFFSET_COMMIT, KIP-447) but, when a rebalance
 interrupts the wait, starts the partition at auto.offset.reset: the whole partition processed and
 published again under exactly_once. The consumer therefore asks for the committed offsets itself
-(Runner._committed_starts). Deterministic version of what the rebalance scenario of `make chaos`
+(OffsetKeeper.committed_starts). Deterministic version of what the rebalance scenario of `make chaos`
 hits by chance; uses the chaos suite's Kafka + Redis pair (docs/chaos.md).
 """
 
