@@ -65,8 +65,15 @@ local CHUNK = 4000
 for w = 1, seconds do
   local cids = wakes[w]
   if #cids > 0 then
+    local key = KEYS[3 + partitions + w]
+    if redis.call('EXISTS', key) == 0 then
+      -- A new list starts with its header "<list id>:<entries removed>" (wake_ack.lua); the id
+      -- (Redis's clock, in microseconds) tells it from a list of the same name emptied earlier.
+      local now = redis.call('TIME')
+      redis.call('RPUSH', key, string.format('%s%06d:0', now[1], now[2]))
+    end
     for s = 1, #cids, CHUNK do
-      redis.call('RPUSH', KEYS[3 + partitions + w], unpack(cids, s, math.min(s + CHUNK - 1, #cids)))
+      redis.call('RPUSH', key, unpack(cids, s, math.min(s + CHUNK - 1, #cids)))
     end
     local second = ARGV[4 + partitions + w]
     redis.call('ZADD', KEYS[1], second, second)

@@ -15,6 +15,8 @@ class InMemoryStore:
         self.states: dict[str, bytes] = {}
         self.journals: dict[PartitionKey, dict[bytes, bytes]] = {}
         self.wakes: dict[int, list[str]] = {}  # second -> cids, as the wake lists in Redis
+        self.wake_headers: dict[int, tuple[int, int]] = {}  # second -> (list id, entries removed)
+        self._lists_made = 0
         self.committed: dict[PartitionKey, int] = {}
         self.pending = 0
         self.held = 0
@@ -55,7 +57,11 @@ class InMemoryStore:
         for partition, fragment in w.journal.items():
             fragments.setdefault(partition, []).append(fragment)
         if w.wake_ms is not None:
-            self.wakes.setdefault(wake_second(w.wake_ms), []).append(w.cid)
+            second = wake_second(w.wake_ms)
+            if second not in self.wakes:
+                self._lists_made += 1
+                self.wakes[second], self.wake_headers[second] = [], (self._lists_made, 0)
+            self.wakes[second].append(w.cid)
         self.pending += w.pending_delta
         self.held += w.held_delta
         return True
@@ -89,16 +95,24 @@ class InMemoryStore:
             if limit <= 0:
                 break
             cids = tuple(self.wakes[second][:limit])
-            wakes.append(Wake(second, cids))
+            list_id, removed = self.wake_headers[second]
+            wakes.append(Wake(second, cids, f"{list_id}:{removed}"))
             limit -= len(cids)
         return wakes
 
     def ack(self, wake: Wake, count: int) -> None:
-        cids = self.wakes.get(wake.second, [])
-        if count > 0 and tuple(cids[:count]) == wake.cids[:count]:
-            del cids[:count]
-            if not cids:
-                del self.wakes[wake.second]
+        """As wake_ack.lua: by position since the list was made, only entries still there."""
+        if count <= 0 or wake.second not in self.wakes:
+            return
+        read_id, start = (int(part) for part in wake.header.split(":"))
+        list_id, removed = self.wake_headers[wake.second]
+        done = start + count
+        if list_id != read_id or removed >= done:
+            return
+        del self.wakes[wake.second][: done - removed]
+        self.wake_headers[wake.second] = (list_id, done)
+        if not self.wakes[wake.second]:
+            del self.wakes[wake.second], self.wake_headers[wake.second]
 
     def counts(self) -> tuple[int, int]:
         return self.pending, self.held

@@ -8,8 +8,9 @@ the README):
   <prefix>:j:<topic>:<partition>  journal of one input partition: one field per batch write,
                                   "<last offset>:<token>" -> the framed decisions of its records
   <prefix>:wake                   zset of the seconds that have a wake list (member = score = second)
-  <prefix>:wake:<second>          list of the cids whose state falls due in that second (the wake
-                                  index: CustomerState.wake_ms), for the expiry sweeper
+  <prefix>:wake:<second>          a header "<list id>:<entries removed>", then the cids whose state
+                                  falls due in that second (the wake index: CustomerState.wake_ms),
+                                  for the expiry sweeper
   <prefix>:pending / <prefix>:held   counters behind the leads_pending gauges
   <prefix>:committed:<group>      zset "<topic>:<partition>@<topic id>" -> the group's committed
                                   offset, as last confirmed to this service: the committed-offset floor
@@ -21,9 +22,9 @@ member per item (~145 bytes), and states have no TTL (a TTL costs ~43 bytes a ke
 the binary state encoding that is what keeps a pending lead under 400 bytes of Redis memory
 (docs/performance.md). An entry is appended whenever a write moves a state's wake time and is
 never removed then: an entry that no longer matches its state is dropped by the sweeper when its
-second comes (expiry.py). Entries are removed only from the head of a list, and only if the head
-is still what the sweeper read (wake_ack.lua), so two sweepers never remove each other's unread
-entries.
+second comes (expiry.py). Entries are removed only from the head of a list and by position (each
+list starts with a header counting the entries removed since it was created: wake_ack.lua), so
+no sweeper removes an entry it did not read, whatever other sweepers and writers did meanwhile.
 
 The committed-offset floor exists because the broker's word was seen to go backwards: right after
 a broker crash the group coordinator answered committed() with no offset, or an older one, and
@@ -90,6 +91,8 @@ class Wake:
 
     second: int  # the list's second (wake times in [second, second + 1 s)), or LEGACY
     cids: tuple[str, ...]
+    # The list's header as read, "<list id>:<entries removed before these>": acks go by position.
+    header: str = ""
     members: tuple[str, ...] = ()  # LEGACY only: the "<due ms>:<cid>" members read
 
 
@@ -156,9 +159,9 @@ class StateStore(Protocol):
         ...
 
     def ack(self, wake: Wake, count: int) -> None:
-        """The first ``count`` entries of ``wake`` were handled: remove them, if the list still
-        starts with them (another sweeper may have removed them first). Queued like the journal
-        clean-ups."""
+        """The first ``count`` entries of ``wake`` were handled: remove those of them still in the
+        list (another sweeper may have removed some first), by position, never an entry appended
+        since. Queued like the journal clean-ups."""
         ...
 
     def counts(self) -> tuple[int, int]: ...
@@ -342,7 +345,7 @@ class RedisStore:
         keys = [self.wake_key, self.legacy_index_key, *(self.wake_list_key(w.second) for w, _ in lists)]
         args: list[Any] = [len(legacy), *legacy]
         for wake, count in lists:
-            args += [wake.second, count, *wake.cids[:count]]
+            args += [wake.second, wake.header, count]
         pipe.eval(self._ack_script, len(keys), *keys, *args)
         return 1
 
@@ -363,12 +366,12 @@ class RedisStore:
         reply = pipe.execute()[-1]
         self._sent()
         wakes: list[Wake] = []
-        for second, entries in zip(reply[::2], reply[1::2], strict=True):
+        for second, header, entries in zip(reply[::3], reply[1::3], reply[2::3], strict=True):
             names = tuple(e.decode() for e in entries)
             if second == b"legacy":
-                wakes.append(Wake(LEGACY, tuple(legacy_member_cid(m) for m in names), names))
+                wakes.append(Wake(LEGACY, tuple(legacy_member_cid(m) for m in names), members=names))
             else:
-                wakes.append(Wake(int(second), names))
+                wakes.append(Wake(int(second), names, header.decode()))
         return wakes
 
     def ack(self, wake: Wake, count: int) -> None:

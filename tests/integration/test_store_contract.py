@@ -50,38 +50,67 @@ def test_compare_and_set(store: StateStore) -> None:
     assert store.read(["c1"], {}).states == {"c1": None}
 
 
+def _heads(wakes: list[Wake]) -> list[tuple[int, tuple[str, ...]]]:
+    return [(wake.second, wake.cids) for wake in wakes]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def test_wake_entries_and_counters_move_with_the_state(store: StateStore) -> None:
     second = int(time.time()) - 5
     add = Write("c2", None, b"p", wake_ms=second * 1000 + 999, pending_delta=1)
     assert store.write([add]) == [True]
     assert store.counts() == (1, 0)
-    assert store.due(second * 1000, 10) == [Wake(second, ("c2",))]  # due once its second has come
+    assert _heads(store.due(second * 1000, 10)) == [(second, ("c2",))]  # due once its second has come
     assert store.due(second * 1000 - 1, 10) == []
     move = Write("c2", b"p", b"h", wake_ms=(second + 2) * 1000, pending_delta=-1, held_delta=1)
     assert store.write([move, Write("c9", None, b"q", wake_ms=second * 1000)]) == [True, True]
     assert store.counts() == (0, 1)
     # An entry stays until acked, in order of writing, oldest second first.
-    wakes = store.due(int(time.time() * 1000), 10)
-    assert wakes == [Wake(second, ("c2", "c9")), Wake(second + 2, ("c2",))]
-    assert store.due(int(time.time() * 1000), 2) == wakes[:1]  # the limit counts entries
+    wakes = store.due(_now_ms(), 10)
+    assert _heads(wakes) == [(second, ("c2", "c9")), (second + 2, ("c2",))]
+    assert _heads(store.due(_now_ms(), 2)) == _heads(wakes[:1])  # the limit counts entries
     store.ack(wakes[0], 1)
-    assert store.due(int(time.time() * 1000), 10) == [Wake(second, ("c9",)), wakes[1]]
-    store.ack(Wake(second, ("c9",)), 1)
-    store.ack(wakes[1], 1)
-    assert store.due(int(time.time() * 1000), 10) == []
+    (rest, later) = store.due(_now_ms(), 10)
+    assert _heads([rest, later]) == [(second, ("c9",)), (second + 2, ("c2",))]
+    store.ack(rest, 1)
+    store.ack(later, 1)
+    assert store.due(_now_ms(), 10) == []
 
 
-def test_an_ack_removes_only_the_head_it_read(store: StateStore) -> None:
-    """Two sweepers read the same head: the slower one's ack must not remove entries it never read."""
+def test_acks_remove_only_entries_read_whatever_happened_since(store: StateStore) -> None:
+    """Two sweepers read the same head, or an ack is sent twice, or the list empties and fills
+    again with the same cids: no ack removes an entry its sweeper did not read."""
     second = int(time.time()) - 5
     writes = [Write(cid, None, b"s", wake_ms=second * 1000) for cid in ("a", "b", "c", "d")]
     assert store.write(writes) == [True] * 4
-    first = store.due(int(time.time() * 1000), 2)
-    assert first == [Wake(second, ("a", "b"))]
-    store.ack(first[0], 2)  # sweeper 1
-    store.ack(first[0], 2)  # sweeper 2, same head, later: a no-op
-    store.ack(Wake(second, ("x", "c")), 2)  # a head that is not there: a no-op
-    assert store.due(int(time.time() * 1000), 10) == [Wake(second, ("c", "d"))]
+    (first,) = store.due(_now_ms(), 2)
+    (wider,) = store.due(_now_ms(), 3)
+    assert (first.cids, wider.cids) == (("a", "b"), ("a", "b", "c"))
+    store.ack(first, 2)  # sweeper 1
+    store.ack(first, 2)  # the same ack again: nothing more goes
+    store.ack(wider, 3)  # sweeper 2 read one entry more: only that one goes
+    (left,) = store.due(_now_ms(), 10)
+    assert left.cids == ("d",)
+    store.ack(left, 1)
+    assert store.due(_now_ms(), 10) == []
+    # The list of that second is made again (a write whose wake time had already passed), with
+    # the same cid: an ack of the old list, sent late, must not remove the new entry.
+    assert store.write([Write("d", b"s", b"t", wake_ms=second * 1000)]) == [True]
+    store.ack(left, 1)
+    assert _heads(store.due(_now_ms(), 10)) == [(second, ("d",))]
+
+
+def test_a_round_reads_up_to_its_limit_across_many_seconds(store: StateStore) -> None:
+    """After an outage, hundreds of seconds are due: a round takes entries, not seconds, as its
+    limit (a cap on seconds would sweep a backlog a few dozen seconds per round)."""
+    first = int(time.time()) - 400
+    writes = [Write(f"c{i}", None, b"s", wake_ms=(first + i // 2) * 1000) for i in range(600)]
+    assert store.write(writes) == [True] * 600
+    wakes = store.due(_now_ms(), 500)
+    assert sum(len(w.cids) for w in wakes) == 500 and len(wakes) == 250
 
 
 def test_old_index_members_are_read_and_acked(services: None) -> None:
@@ -95,7 +124,7 @@ def test_old_index_members_are_read_and_acked(services: None) -> None:
         {f"{now - 5}:c1": now - 5, f"{now - 3}:c:2": now - 3, f"{now + 9999}:c3": now + 9999},
     )
     (wake,) = store.due(now, 10)
-    assert wake == Wake(LEGACY, ("c1", "c:2"), (f"{now - 5}:c1", f"{now - 3}:c:2"))
+    assert wake == Wake(LEGACY, ("c1", "c:2"), members=(f"{now - 5}:c1", f"{now - 3}:c:2"))
     store.ack(wake, 1)
     store.flush_queued()
     assert client.zrange(f"{prefix}:deadlines", 0, -1) == [
@@ -244,7 +273,7 @@ def test_many_customers_in_one_call(store: StateStore) -> None:
     assert reading.journal == {("leads.raw", 0, i): b"d" for i in range(5000)}
     assert store.counts() == (5000, 0)
     # One second's list of 5000 entries: more than one RPUSH chunk, in order.
-    assert store.due(due + 1000, 10_000) == [Wake(due // 1000, tuple(f"m{i}" for i in range(5000)))]
+    assert _heads(store.due(due + 1000, 10_000)) == [(due // 1000, tuple(f"m{i}" for i in range(5000)))]
 
 
 def test_script_is_reloaded_after_redis_forgets_it(services: None) -> None:

@@ -3,7 +3,7 @@ compare-and-set losing to a batch, entries not due yet within their second, and 
 
 from __future__ import annotations
 
-from consumer.expiry import ExpirySweeper
+from consumer.expiry import SWEEP_LIMIT, ExpirySweeper
 from consumer.state.codec import decode_state
 from consumer.state.memory import InMemoryStore
 from consumer.state.model import CustomerState, PendingLead
@@ -75,3 +75,31 @@ def test_entries_left_behind_by_a_moved_wake_time_are_dropped_and_states_deleted
     clock.ms = T0 + 60_000
     assert not sweeper.claim_due().leads
     assert (store.states, store.wakes) == ({}, {})  # the mark lapsed: state deleted, index empty
+
+
+def test_a_full_round_of_entries_left_behind_asks_for_another_round_at_once() -> None:
+    """Most entries a sweeper meets were left behind by joined leads: a pause after each round of
+    them would cap the sweeper at SWEEP_LIMIT entries per interval, below the rate of leads."""
+    store, clock = InMemoryStore(), Clock()
+    sweeper = ExpirySweeper(store, LEASE_MS, clock=clock)
+    for i in range(2 * SWEEP_LIMIT):
+        cid = f"c{i}"
+        store_state(store, cid, CustomerState(pending=(pending(T0 + 100),)))
+        store_state(store, cid, CustomerState(done={"signup": T0 + 60_000}))  # joined
+    clock.ms = T0 + 1000
+    claimed = sweeper.claim_due()
+    assert claimed.more and not claimed.leads
+    rounds = 1
+    while sweeper.claim_due().more:
+        rounds += 1
+    assert rounds == 2  # the second round takes the other half (and, full too, asks for a third)
+    assert {second for second, _ in store.wake_entries()} == {wake_second(T0 + 60_000)}
+
+
+def test_a_kept_entry_means_wait() -> None:
+    store, clock = InMemoryStore(), Clock()
+    sweeper = ExpirySweeper(store, LEASE_MS, clock=clock)
+    for i in range(SWEEP_LIMIT):
+        store_state(store, f"c{i}", CustomerState(pending=(pending(T0 + 900),)))
+    clock.ms = T0 + 500  # their second has come, their deadline not yet
+    assert not sweeper.claim_due().more
