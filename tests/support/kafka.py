@@ -183,6 +183,7 @@ def set_group_offsets(
 
 
 def wake_entries(client: Any, prefix: str) -> dict[int, list[str]]:
-    """The wake index as stored (consumer/state/store.py): second -> cids of its list."""
+    """The wake index as stored (consumer/state/store.py): second -> cids of its list (after the
+    list's header)."""
     seconds = [int(s) for s in client.zrange(f"{prefix}:wake", 0, -1)]
-    return {s: [c.decode() for c in client.lrange(f"{prefix}:wake:{s}", 0, -1)] for s in seconds}
+    return {s: [c.decode() for c in client.lrange(f"{prefix}:wake:{s}", 1, -1)] for s in seconds}
