@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import pipeline  # noqa: PLC0415
 
         return pipeline.main(argv[1:])
+    if argv[:1] == ["sweep"]:
+        from bench import sweep  # noqa: PLC0415
+
+        return sweep.main(argv[1:])
     if argv[:1] == ["floor"]:
         from bench import floor  # noqa: PLC0415
 
