@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from consumer.model import AttributedLead
+from consumer.varint import uvarint, zigzag
 
 # (field name, Avro type) as in schemas/attributed_lead.avsc, in order.
 LAYOUT: tuple[tuple[str, Any], ...] = (
@@ -38,13 +39,7 @@ def matches(schema_json: dict[str, Any]) -> bool:
 
 
 def _zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = []
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return uvarint(zigzag(n))
 
 
 _SMALL = tuple(_zigzag(n) for n in range(1024))  # lengths of almost every string

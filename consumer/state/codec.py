@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 
 from consumer.model import AttributedLead, Decision
 from consumer.reasons import DeadLetterReason, DuplicateKind
-from consumer.state.model import EMPTY, CustomerState, HeldVerification, PendingLead
+from consumer.state.model import EMPTY, CustomerState, HeldVerification, Item, PendingLead
+from consumer.varint import unzigzag, uvarint, zigzag
 
 _STATE_VERSION = 4
 _JSON_STATE_VERSION = 3
@@ -33,18 +34,11 @@ _BYTE = [bytes((n,)) for n in range(128)]
 
 
 def _uvarint(n: int) -> bytes:
-    if n < 0x80:
-        return _BYTE[n]
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return _BYTE[n] if n < 0x80 else uvarint(n)
 
 
 def _svarint(n: int) -> bytes:
-    return _uvarint(n << 1 if n >= 0 else (-n << 1) - 1)
+    return _uvarint(zigzag(n))
 
 
 def _text(value: str) -> bytes:
@@ -62,7 +56,7 @@ def _optional_text(value: str | None) -> bytes:
 
 
 def _optional_time(value: int | None) -> bytes:
-    return b"\x00" if value is None else _uvarint((value << 1 if value >= 0 else (-value << 1) - 1) + 1)
+    return b"\x00" if value is None else _uvarint(zigzag(value) + 1)
 
 
 def _click_id(value: str) -> bytes:
@@ -77,8 +71,7 @@ def _click_id(value: str) -> bytes:
             else:
                 if packed.hex() == digits:  # lowercase, no spaces: decodes back to the same text
                     return b"\x00" + packed
-    raw = value.encode()
-    return _uvarint(len(raw) + 1) + raw
+    return _optional_text(value)
 
 
 def _metadata(value: Mapping[str, str] | None) -> bytes:
@@ -92,35 +85,28 @@ def _metadata(value: Mapping[str, str] | None) -> bytes:
     return b"".join(parts)
 
 
+def _item(item: Item, timestamp: int | None) -> tuple[bytes, ...]:
+    """The fields after the first of a pending lead or held verification (read by _item_at)."""
+    return (
+        _optional_text(item.customer_name),
+        _optional_text(item.customer_email),
+        _optional_text(item.customer_avatar),
+        _metadata(item.metadata),
+        _optional_time(timestamp),
+        _svarint(item.created_ms),
+        _svarint(item.deadline_ms - item.created_ms),
+        _svarint(item.lease_until_ms),
+    )
+
+
 def encode_state(state: CustomerState) -> bytes:
     # Field order is the storage format: a new field means a new version, never a reorder.
     parts = [_BYTE[_STATE_VERSION], _uvarint(len(state.pending))]
     for p in state.pending:
-        parts += (
-            _click_id(p.click_id),
-            _text(p.event_name),
-            _optional_text(p.customer_name),
-            _optional_text(p.customer_email),
-            _optional_text(p.customer_avatar),
-            _metadata(p.metadata),
-            _optional_time(p.event_timestamp_ms),
-            _svarint(p.created_ms),
-            _svarint(p.deadline_ms - p.created_ms),
-            _svarint(p.lease_until_ms),
-        )
+        parts += (_click_id(p.click_id), _text(p.event_name), *_item(p, p.event_timestamp_ms))
     parts.append(_uvarint(len(state.held)))
     for h in state.held:
-        parts += (
-            _text(h.event_name),
-            _optional_text(h.customer_name),
-            _optional_text(h.customer_email),
-            _optional_text(h.customer_avatar),
-            _metadata(h.metadata),
-            _optional_time(h.verified_timestamp_ms),
-            _svarint(h.created_ms),
-            _svarint(h.deadline_ms - h.created_ms),
-            _svarint(h.lease_until_ms),
-        )
+        parts += (_text(h.event_name), *_item(h, h.verified_timestamp_ms))
     parts.append(_uvarint(len(state.done)))
     for name, until in state.done.items():
         parts += (_text(name), _svarint(until))
@@ -146,13 +132,9 @@ def _uvarint_at(blob: bytes, at: int) -> tuple[int, int]:
             return value, at
 
 
-def _unzigzag(n: int) -> int:
-    return n >> 1 if not n & 1 else -((n + 1) >> 1)
-
-
 def _svarint_at(blob: bytes, at: int) -> tuple[int, int]:
     n, at = _uvarint_at(blob, at)
-    return _unzigzag(n), at
+    return unzigzag(n), at
 
 
 def _text_at(blob: bytes, at: int) -> tuple[str, int]:
@@ -179,7 +161,7 @@ def _optional_text_at(blob: bytes, at: int) -> tuple[str | None, int]:
 
 def _optional_time_at(blob: bytes, at: int) -> tuple[int | None, int]:
     n, at = _uvarint_at(blob, at)
-    return (None if n == 0 else _unzigzag(n - 1)), at
+    return (None if n == 0 else unzigzag(n - 1)), at
 
 
 def _click_id_at(blob: bytes, at: int) -> tuple[str, int]:
