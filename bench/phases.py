@@ -77,19 +77,25 @@ class Context:
         """Delete a phase's Redis keys (UNLINK, then wait for the lazy free), so the next phase
         measures Redis memory on a clean slate. Returns the number of keys deleted."""
         client = self.redis()
-        deleted = 0
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{self.prefix(label)}:*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                deleted += int(client.unlink(*batch))
-                batch = []
-        if batch:
-            deleted += int(client.unlink(*batch))
+        deleted = delete_prefix(client, self.prefix(label))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and int(client.info("memory").get("lazyfree_pending_objects", 0)):
             time.sleep(0.1)
         return deleted
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> int:
+    """UNLINK every key under ``prefix``, 5,000 a command; returns how many went."""
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            deleted += int(client.unlink(*batch))
+            batch = []
+    if batch:
+        deleted += int(client.unlink(*batch))
+    return deleted
 
 
 def redis_counters(client: redis.Redis) -> dict[str, float]:

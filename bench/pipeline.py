@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from bench.phases import delete_prefix
 from bench.services import Services
 from bench.workload import generate
 from consumer.attribute import Windows
@@ -97,10 +98,7 @@ def measure(kind: str, records: Sequence[SourceRecord], batch: int, profile: boo
         stats.sort_stats("tottime").print_stats(25)
         result["profile"] = out.getvalue()
     if prefix is not None:
-        client = redis.Redis.from_url(services.redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
-        for i in range(0, len(keys), 5000):
-            client.unlink(*keys[i : i + 5000])
+        delete_prefix(redis.Redis.from_url(services.redis_url), prefix)
     return result
 
 

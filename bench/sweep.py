@@ -15,6 +15,7 @@ import uuid
 
 import redis
 
+from bench.phases import delete_prefix, redis_counters
 from bench.services import Services
 from consumer.expiry import ExpirySweeper
 from consumer.state.codec import encode_state
@@ -47,8 +48,7 @@ def main(argv: list[str]) -> int:
                 writes.append(Write(cid, None, blob, wake_ms=now - 1000))
                 writes.append(Write(cid, blob, blob, wake_ms=now + 3_600_000))
             assert all(store.write(writes))
-        before = client.info("commandstats")
-        cpu_before = client.info("cpu")["used_cpu_sys"] + client.info("cpu")["used_cpu_user"]
+        before = redis_counters(client)
         sweeper = ExpirySweeper(store, lease_ms=30_000)
         started, rounds, reported = time.perf_counter(), 0, 0
         while True:
@@ -59,10 +59,9 @@ def main(argv: list[str]) -> int:
                 break
         store.flush_queued()
         seconds = time.perf_counter() - started
-        cpu = client.info("cpu")["used_cpu_sys"] + client.info("cpu")["used_cpu_user"] - cpu_before
-        calls = sum(v["calls"] for v in client.info("commandstats").values()) - sum(
-            v["calls"] for v in before.values()
-        )
+        after = redis_counters(client)
+        cpu = after["cpu_s"] - before["cpu_s"]
+        calls = round(sum(v - before.get(k, 0) for k, v in after.items() if k.endswith(".calls")))
         left = sum(client.llen(k) - 1 for k in client.scan_iter(match=f"{prefix}:wake:*"))
         print(
             {
@@ -79,6 +78,4 @@ def main(argv: list[str]) -> int:
         )
         return 0 if left == args.leads and reported == 0 else 1  # the live entries (an hour ahead) stay
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
-        for i in range(0, len(keys), 5000):
-            client.unlink(*keys[i : i + 5000])
+        delete_prefix(client, prefix)

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from consumer.varint import uvarint, zigzag
+
 
 class Kind(StrEnum):
     DIRECT = "direct"
@@ -47,14 +49,8 @@ _PAGES = ("/pricing", "/signup", "/lp/free-trial", "/features/analytics", "/")
 
 
 def _long(n: int) -> bytes:
-    """Avro long: zigzag, then base-128 varint."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    """Avro long: zigzag, then base-128 varint (check_encoding compares the result with fastavro)."""
+    return uvarint(zigzag(n))
 
 
 _SMALL = [_long(n) for n in range(4096)]
