@@ -30,12 +30,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.avro import decode, load_schema
-from consumer.state.codec import decode_state, unframe_journal
-from consumer.state.store import RedisStore, wake_second
+from consumer.state.codec import unframe_journal
+from consumer.state.store import RedisStore
 from tests.chaos.services import ChaosServices
 from tests.chaos.stream import COMPARED, Stream, epoch_ms
 from tests.support.kafka import Topics, set_group_offsets, wake_entries
 from tests.support.process import ConsumerProcess
+from tests.support.stores import audit
 
 INPUT_PARTITIONS = 6
 OUTPUT_PARTITIONS = 3
@@ -733,28 +734,23 @@ class Run:
         client = redis.Redis.from_url(self.services.redis_url)
         try:
             entries = {(s, cid) for s, cids in wake_entries(client, prefix).items() for cid in cids}
-            states = pending = held = unindexed = 0
-            for key in client.scan_iter(match=f"{prefix}:s:*", count=1000):
-                blob: bytes | None = client.get(key)  # type: ignore[assignment]
-                state = decode_state(blob)
-                cid = key.decode()[len(prefix) + 4 : -1]  # "<prefix>:s:{<cid>}"
-                wake = state.wake_ms()
-                states += 1
-                pending += len(state.pending)
-                held += len(state.held)
-                if wake is None or (wake_second(wake), cid) not in entries:
-                    unindexed += 1
+            keys = [k.decode() for k in client.scan_iter(match=f"{prefix}:s:*", count=1000)]
+            blobs: list[bytes | None] = client.mget(keys) if keys else []  # type: ignore[assignment]
+            cids = [key[len(prefix) + 4 : -1] for key in keys]  # "<prefix>:s:{<cid>}"
+            found = audit(zip(cids, blobs, strict=True), entries)
             counters = [int(v or 0) for v in client.mget(f"{prefix}:pending", f"{prefix}:held")]
         finally:
             client.close()
+        unindexed = len(found.unindexed)
         self.outcome.lines.append(
-            f"redis: {states} states, {len(entries)} wake entries, {pending} pending / {held} held "
-            f"(counters {counters[0]} / {counters[1]}), states without their wake entry {unindexed}"
+            f"redis: {found.states} states, {len(entries)} wake entries, {found.pending} pending / "
+            f"{found.held} held (counters {counters[0]} / {counters[1]}), states without their wake "
+            f"entry {unindexed}"
         )
         if unindexed:
             self.violation(f"{unindexed} states without a wake entry: never swept")
-        if counters != [pending, held]:
-            self.violation(f"counters {counters} != items in the states {[pending, held]}")
+        if counters != [found.pending, found.held]:
+            self.violation(f"counters {counters} != items in the states {[found.pending, found.held]}")
 
     def _check_logs(self) -> None:
         """One log line per state change: 'unavailable' and 'reachable again' must alternate."""

@@ -1,11 +1,37 @@
-"""A state store for tests of concurrent writers, without threads."""
+"""Test helpers for state stores: concurrent writers without threads, and the index audit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from consumer.state.codec import decode_state
 from consumer.state.memory import InMemoryStore
-from consumer.state.store import PartitionKey, Write
+from consumer.state.store import PartitionKey, Write, wake_second
+
+
+@dataclass(slots=True)
+class Audit:
+    states: int = 0
+    pending: int = 0  # items across the states, to compare with the counters
+    held: int = 0
+    unindexed: list[str] = field(default_factory=list)  # cids the sweeper would never visit
+
+
+def audit(states: Iterable[tuple[str, bytes | None]], entries: set[tuple[int, str]]) -> Audit:
+    """What the stored states say, against the wake entries (second, cid): every state must have
+    one for its wake time (an empty state is deleted, never stored), since states have no TTL.
+    Shared by the property tests (in-memory store) and the fault suite (Redis)."""
+    result = Audit()
+    for cid, blob in states:
+        state = decode_state(blob)
+        wake = state.wake_ms()
+        result.states += 1
+        result.pending += len(state.pending)
+        result.held += len(state.held)
+        if wake is None or (wake_second(wake), cid) not in entries:
+            result.unindexed.append(cid)
+    return result
 
 
 class InterleavingStore(InMemoryStore):

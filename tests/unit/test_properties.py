@@ -49,8 +49,7 @@ from consumer.pipeline import BatchProcessor, BatchResult
 from consumer.publish import Output, OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
 from consumer.state.codec import decode_state
-from consumer.state.store import wake_second
-from tests.support.stores import InterleavingStore
+from tests.support.stores import InterleavingStore, audit
 from tests.unit.reference_model import (
     VALID_AVATARS,
     VALID_EMAILS,
@@ -523,18 +522,11 @@ class Harness:
 
     def check_store(self) -> None:
         """Property (c): counters and index agree with the states they describe."""
-        pending = held = 0
-        entries = self.store.wake_entries()
-        for cid, blob in self.store.states.items():
-            state = decode_state(blob)
-            pending += len(state.pending)
-            held += len(state.held)
-            wake = state.wake_ms()
-            assert wake is not None, "an empty state is deleted, not stored"
-            assert (wake_second(wake), cid) in entries, "a stored state the sweeper would never visit"
-        assert self.store.counts() == (pending, held)
+        found = audit(self.store.states.items(), self.store.wake_entries())
+        assert found.unindexed == [], "stored states the sweeper would never visit (or empty ones)"
+        assert self.store.counts() == (found.pending, found.held)
         if not self.crashes:  # a crashed claim keeps its items until the lease runs out
-            assert (pending, held) == self.model.outstanding()
+            assert (found.pending, found.held) == self.model.outstanding()
 
     def finish(self) -> None:
         """Property (b): past every deadline and lease, everything was reported exactly once."""
