@@ -7,25 +7,40 @@ SERVICES := deploy/local/services.sh
 export KAFKA_PORT ?= 9092
 export REDIS_PORT ?= 6379
 
-.PHONY: help venv services-up services-down test unit integration lint format run bench chaos clean
+.PHONY: help venv compile pure services-up services-down test unit integration lint format run bench chaos clean
 
 help:
 	@echo "make run            demo: local Kafka + Redis, the consumer, sample leads, results"
 	@echo "make test           unit + integration tests against real Kafka and Redis"
 	@echo "make lint           ruff + mypy --strict"
+	@echo "make compile        rebuild the compiled per-event modules (mypyc; make test does it too)"
+	@echo "make pure           remove them: run the same code interpreted"
 	@echo "make services-up    start local Kafka (KRaft) on 127.0.0.1:$(KAFKA_PORT) and Redis on :$(REDIS_PORT)"
 	@echo "make services-down  stop them"
 	@echo "make bench          throughput, latency and memory benchmark (figures in docs/performance.md)"
 	@echo "make chaos          fault suite: kill -9, Redis and broker restarts, rebalances"
 
-$(BIN)/leadattr: pyproject.toml
+$(BIN)/leadattr: pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is missing"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@ .compiled
+
+# The per-event modules run compiled (mypyc, setup.py). The extensions sit next to their sources
+# and Python imports them first, so they are rebuilt whenever a source changed (consumer/__init__.py
+# refuses to import a stale one). `make pure` removes them: the same code runs interpreted.
+.compiled: $(BIN)/leadattr $(shell find consumer -name '*.py') setup.py
+	$(BIN)/python setup.py -q build_ext --inplace
 	@touch $@
 
-venv: $(BIN)/leadattr
+venv: $(BIN)/leadattr .compiled
+
+compile: venv
+
+pure:
+	rm -f .compiled *__mypyc.*.so
+	find consumer -name '*.so' -delete
 
 services-up:
 	bash $(SERVICES) up
@@ -43,13 +58,13 @@ integration: venv
 	$(BIN)/pytest -q -rs tests/integration
 
 lint: venv
-	$(BIN)/ruff check consumer tests bench
-	$(BIN)/ruff format --check consumer tests bench
+	$(BIN)/ruff check consumer tests bench setup.py
+	$(BIN)/ruff format --check consumer tests bench setup.py
 	$(BIN)/mypy
 
 format: venv
-	$(BIN)/ruff check --fix consumer tests bench
-	$(BIN)/ruff format consumer tests bench
+	$(BIN)/ruff check --fix consumer tests bench setup.py
+	$(BIN)/ruff format consumer tests bench setup.py
 
 run: venv
 	$(BIN)/python deploy/local/demo.py

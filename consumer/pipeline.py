@@ -34,7 +34,7 @@ from consumer.validate import validate
 MAX_CONFLICT_RETRIES = 20
 
 
-class ConflictError(RuntimeError):
+class ConflictError(Exception):
     """A customer's state kept changing under us; the batch is retried as a whole."""
 
 
