@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -9,12 +10,14 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient
 
+from consumer import compiled_modules
 from consumer.attribute import Windows
 from consumer.avro import Codec, SchemaRegistry
 from consumer.commit import AtLeastOnceCommitter, Committer, TransactionalCommitter
 from consumer.config import Config, Guarantee
 from consumer.expiry import ExpirySweeper
 from consumer.health import Health, serve
+from consumer.logs import fields
 from consumer.pipeline import BatchProcessor
 from consumer.publish import OutputCodecs
 from consumer.runner import Runner
@@ -22,6 +25,10 @@ from consumer.state.store import RedisStore
 
 log = logging.getLogger(__name__)
 STATS_INTERVAL_MS = 5000
+# A batch allocates tens of thousands of short-lived objects (records, decisions, states), none in
+# reference cycles, so the cyclic collector only costs time: at the default threshold of 700 it
+# ran ~30 times per batch and took ~8 % of the CPU (py-spy). One young collection per ~batch.
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def _librdkafka_logger(name: str) -> logging.Logger:
@@ -126,8 +133,20 @@ def build_runner(config: Config) -> Runner:
     )
 
 
+def tune_gc() -> None:
+    """Collect young objects once per ~batch, and never walk the objects built at start-up
+    (modules, schemas, settings) again: gc.freeze moves them out of the collector's reach."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run(config: Config) -> int:
     runner = build_runner(config)
+    # Says whether the mypyc build (setup.py) is what runs: a pure-Python install is ~1.5x slower.
+    log.info("per-event path", extra=fields(compiled_modules=len(compiled_modules())))
+    tune_gc()
     server = serve(runner.health, config.settings.metrics_port, config.settings.metrics_host)
     runner.install_signal_handlers()
     try:
