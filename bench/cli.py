@@ -20,6 +20,7 @@ from bench import phases, report
 from bench.kafka_io import delete_topics
 from bench.services import REPO, Services
 from bench.workload import Workload, check_encoding, generate
+from consumer import compiled_modules
 
 ALL_PHASES = ("eos", "alo", "two", "latency", "memory")
 
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m bench " + " ".join(argv),
         "revision": _git_revision(),
+        # The consumer subprocesses import the same checkout: its compiled modules are theirs.
+        "compiled_modules": compiled_modules(),
         "machine": _machine(),
         "settings": {
             "events": args.events,
@@ -294,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + profile)
     print(
         f"\nload average before {result['machine']['load_before']}, after {result['machine']['load_after']} "
-        f"({result['machine']['cpus']} CPUs); {result['seconds']} s in all"
+        f"({result['machine']['cpus']} CPUs); {result['seconds']} s in all; consumer at {result['revision']}, "
+        f"{len(result['compiled_modules'])} compiled modules"
     )
     print(f"report: {out / 'report.json'}, chart: {out / 'bench.png'}, consumer logs: {workdir}")
     return 1 if any("error" in p for p in result["phases"]) else 0

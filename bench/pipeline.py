@@ -23,6 +23,8 @@ import redis
 from bench.phases import delete_prefix
 from bench.services import Services
 from bench.workload import generate
+from consumer import compiled_modules
+from consumer.app import tune_gc
 from consumer.attribute import Windows
 from consumer.avro import Codec
 from consumer.config import Settings
@@ -90,6 +92,7 @@ def measure(kind: str, records: Sequence[SourceRecord], batch: int, profile: boo
         "cpu_us_per_event": round(1e6 * cpu / len(records), 1),
         "wall_us_per_event": round(1e6 * wall / len(records), 1),
         "events_per_cpu_s": round(len(records) / cpu) if cpu else None,
+        "compiled_modules": len(compiled_modules()),
     }
     if profiler is not None:
         out = io.StringIO()
@@ -112,6 +115,7 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     records = sources(args.events)
+    tune_gc()  # as `leadattr run` does before its first batch
     kinds = ("memory", "redis") if args.store == "both" else (args.store,)
     services = Services.from_env()
     if "redis" in kinds and not services.redis_ok():

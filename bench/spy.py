@@ -15,16 +15,22 @@ from typing import Any
 _LINE = re.compile(r":\d+\)$")
 
 # Stage -> substrings of frames that belong to it (first match from the leaf upwards wins).
+# Modules compiled by mypyc (setup.py) show as C frames, CPyDef_<module>___<function>, when sampled
+# with --native.
 STAGES: dict[str, tuple[str, ...]] = {
-    "avro encode (state, journal, outputs)": ("encode (consumer/avro.py)",),
+    "avro encode (state, journal, outputs)": ("encode (consumer/avro.py)", "CPyDef_wire___"),
     "avro decode (input, state, journal)": ("decode (consumer/avro.py)",),
-    "validate": ("validate (consumer/validate.py)",),
+    "validate": ("validate (consumer/validate.py)", "CPyDef_validate___validate"),
     "redis client (pack, send, parse)": ("redis/",),
     "kafka produce": ("_produce (consumer/commit.py)",),
     "kafka commit / transaction": ("commit_batch (consumer/commit.py)",),
     "kafka consume": ("Runner._sources",),
-    "attribution rules": ("attribute (consumer/attribute.py)",),
-    "state transition (plan_write)": ("plan_write (consumer/state/transition.py)",),
+    "attribution rules": ("attribute (consumer/attribute.py)", "CPyDef_attribute___attribute"),
+    "state transition (plan_write)": (
+        "plan_write (consumer/state/transition.py)",
+        "CPyDef_transition___plan_write",
+    ),
+    "garbage collector": ("gc_collect",),
     "metrics": ("prometheus_client", "Runner._record"),
 }
 
@@ -40,6 +46,8 @@ def record(pid: int, output: Path, idle: bool = False, rate: int = 100) -> subpr
     if exe is None:
         return None
     command = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "-o", str(output)]
+    # C frames too: the compiled per-event modules and the garbage collector are C code.
+    command.append("--native")
     if idle:
         command.append("--idle")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
