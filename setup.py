@@ -20,6 +20,7 @@ from setuptools import setup
 
 COMPILED = [
     "consumer/varint.py",
+    "consumer/decode.py",
     "consumer/model.py",
     "consumer/validate.py",
     "consumer/attribute.py",
