@@ -24,7 +24,7 @@ def _millis(value: datetime | None) -> int | None:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # never changed once built; not frozen for speed (consumer/model.py)
 class Output:
     topic: str
     key: bytes | None

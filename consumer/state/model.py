@@ -4,6 +4,9 @@ Items past their deadline are kept until the expiry sweeper has reported them (c
 and 5); the rules ignore them, so an expired lead can never be joined late. States have no TTL in
 Redis: the sweeper deletes a state once nothing is left in it, at its wake time (wake_ms), so an
 expired item is reported however long the consumers were down.
+
+States and items are never changed once built, though not declared frozen (see consumer/model.py):
+the rules build new ones, and the pipeline tells a changed state by identity and equality.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PendingLead:
     """A deferred Event 1 waiting for its verification (rule 2)."""
 
@@ -32,7 +35,7 @@ class PendingLead:
         return max(self.deadline_ms, self.lease_until_ms)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HeldVerification:
     """An Event 2 that arrived before (or without) its Event 1, held for the grace period (rule 4)."""
 
@@ -54,7 +57,7 @@ class HeldVerification:
 Item = PendingLead | HeldVerification
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CustomerState:
     # consumer/attribute.py builds new states field by field (dataclasses.replace cost ~3 % of the
     # consumer's CPU): a field added here must be passed there too.
