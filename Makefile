@@ -32,6 +32,9 @@ $(BIN)/leadattr: pyproject.toml setup.py
 # refuses to import a stale one). `make pure` removes them: the same code runs interpreted.
 .compiled: $(BIN)/leadattr $(shell find consumer -name '*.py') setup.py
 	$(BIN)/python setup.py -q build_ext --inplace
+	@# The per-module .so files are shims that setuptools leaves untouched when their C did not
+	@# change (the code is in the shared *__mypyc.*.so): mark them as built from these sources.
+	@find consumer -name '*.so' -exec touch {} +
 	@touch $@
 
 venv: $(BIN)/leadattr .compiled
