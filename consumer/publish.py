@@ -24,12 +24,20 @@ def _millis(value: datetime | None) -> int | None:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(slots=True)  # never changed once built; not frozen for speed (consumer/model.py)
+@dataclass(slots=True, init=False)  # shaped for mypyc like the records of consumer/model.py
 class Output:
     topic: str
     key: bytes | None
     value: bytes
-    source_timestamp_ms: int | None = None  # input record timestamp, for the latency histogram
+    source_timestamp_ms: int | None  # input record timestamp, for the latency histogram
+
+    def __init__(
+        self, topic: str, key: bytes | None, value: bytes, source_timestamp_ms: int | None = None
+    ) -> None:
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.source_timestamp_ms = source_timestamp_ms
 
 
 class OutputCodecs:

@@ -12,10 +12,10 @@ the rules build new ones, and the pipeline tells a changed state by identity and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class PendingLead:
     """A deferred Event 1 waiting for its verification (rule 2)."""
 
@@ -28,14 +28,38 @@ class PendingLead:
     event_timestamp_ms: int | None
     created_ms: int
     deadline_ms: int
-    lease_until_ms: int = 0  # >0 while an expiry sweeper has claimed it for reporting
+    lease_until_ms: int  # >0 while an expiry sweeper has claimed it for reporting
+
+    def __init__(
+        self,
+        click_id: str,
+        event_name: str,
+        customer_name: str | None,
+        customer_email: str | None,
+        customer_avatar: str | None,
+        metadata: Mapping[str, str] | None,
+        event_timestamp_ms: int | None,
+        created_ms: int,
+        deadline_ms: int,
+        lease_until_ms: int = 0,
+    ) -> None:
+        self.click_id = click_id
+        self.event_name = event_name
+        self.customer_name = customer_name
+        self.customer_email = customer_email
+        self.customer_avatar = customer_avatar
+        self.metadata = metadata
+        self.event_timestamp_ms = event_timestamp_ms
+        self.created_ms = created_ms
+        self.deadline_ms = deadline_ms
+        self.lease_until_ms = lease_until_ms
 
     @property
     def due_ms(self) -> int:
         return max(self.deadline_ms, self.lease_until_ms)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class HeldVerification:
     """An Event 2 that arrived before (or without) its Event 1, held for the grace period (rule 4)."""
 
@@ -47,7 +71,29 @@ class HeldVerification:
     verified_timestamp_ms: int | None
     created_ms: int
     deadline_ms: int
-    lease_until_ms: int = 0
+    lease_until_ms: int
+
+    def __init__(
+        self,
+        event_name: str,
+        customer_name: str | None,
+        customer_email: str | None,
+        customer_avatar: str | None,
+        metadata: Mapping[str, str] | None,
+        verified_timestamp_ms: int | None,
+        created_ms: int,
+        deadline_ms: int,
+        lease_until_ms: int = 0,
+    ) -> None:
+        self.event_name = event_name
+        self.customer_name = customer_name
+        self.customer_email = customer_email
+        self.customer_avatar = customer_avatar
+        self.metadata = metadata
+        self.verified_timestamp_ms = verified_timestamp_ms
+        self.created_ms = created_ms
+        self.deadline_ms = deadline_ms
+        self.lease_until_ms = lease_until_ms
 
     @property
     def due_ms(self) -> int:
@@ -57,14 +103,26 @@ class HeldVerification:
 Item = PendingLead | HeldVerification
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class CustomerState:
     # consumer/attribute.py builds new states field by field (dataclasses.replace cost ~3 % of the
     # consumer's CPU): a field added here must be passed there too.
-    pending: tuple[PendingLead, ...] = ()
-    held: tuple[HeldVerification, ...] = ()
-    done: Mapping[str, int] = field(default_factory=dict)  # eventName -> dedupe expiry (ms)
-    verified_until_ms: int = 0  # Event 2s before this instant are duplicates (rule 3)
+    pending: tuple[PendingLead, ...]
+    held: tuple[HeldVerification, ...]
+    done: Mapping[str, int]  # eventName -> dedupe expiry (ms)
+    verified_until_ms: int  # Event 2s before this instant are duplicates (rule 3)
+
+    def __init__(
+        self,
+        pending: tuple[PendingLead, ...] = (),
+        held: tuple[HeldVerification, ...] = (),
+        done: Mapping[str, int] | None = None,
+        verified_until_ms: int = 0,
+    ) -> None:
+        self.pending = pending
+        self.held = held
+        self.done = {} if done is None else done
+        self.verified_until_ms = verified_until_ms
 
     def active_pending(self, now_ms: int) -> PendingLead | None:
         return next((p for p in self.pending if p.deadline_ms > now_ms), None)
