@@ -255,6 +255,19 @@ def main(argv: list[str] | None = None) -> int:
                     label,
                     partial(phases.latency, ctx, label, args.rate, args.latency_seconds, batch_wait_ms=wait),
                 )
+            # Without transactions: what the commit of each batch's transaction costs in latency.
+            _run_phase(
+                result,
+                "latency_at_least_once",
+                partial(
+                    phases.latency,
+                    ctx,
+                    "latency_at_least_once",
+                    args.rate,
+                    args.latency_seconds,
+                    guarantee="at_least_once",
+                ),
+            )
             # The same offered load shared by two processes: latency with capacity to spare.
             _run_phase(
                 result,

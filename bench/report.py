@@ -78,6 +78,8 @@ def rows(report: dict[str, Any]) -> list[Row]:
         wait_text = "consumer default batch wait" if wait is None else f"LEADS_BATCH_WAIT_MS={wait}"
         if lat.get("consumers", 1) > 1:
             wait_text = f"{lat['consumers']} consumers, {wait_text}"
+        if lat.get("guarantee") == "at_least_once":
+            wait_text = f"at_least_once, {wait_text}"
         missing = f", {lat['missing_outputs']:,} outputs not seen" if lat["missing_outputs"] else ""
         out.append(
             Row(
