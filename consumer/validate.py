@@ -72,11 +72,11 @@ def valid_avatar(value: str) -> bool:
     return len(value) <= MAX_AVATAR and _AVATAR.match(value) is not None
 
 
-def validate(record: Mapping[str, Any]) -> LeadEvent | Invalid:
+def validate(record: dict[str, Any]) -> LeadEvent | Invalid:
     # Runs for every event: one flat loop, no helper call per field (it was the costliest step).
-    get = record.get
+    # A dict, not any Mapping: compiled (setup.py), its lookups are direct calls.
     for name, low, high in _LENGTHS:
-        value = get(name)
+        value = record.get(name)
         if value is None:
             if low:
                 return _field(name, "is required")
@@ -103,11 +103,14 @@ def validate(record: Mapping[str, Any]) -> LeadEvent | Invalid:
         return _field("customerAvatar", "must be an http(s) URL")
     metadata = record.get("metadata")
     if metadata is not None:
-        if not isinstance(metadata, Mapping) or not all(
-            type(k) is str and type(v) is str for k, v in metadata.items()
-        ):
+        if not isinstance(metadata, Mapping):
             return _field("metadata", "must be a map of strings")
-        if sum(map(len, metadata)) + sum(map(len, metadata.values())) > MAX_METADATA_CHARS:
+        chars = 0
+        for k, v in metadata.items():
+            if type(k) is not str or type(v) is not str:
+                return _field("metadata", "must be a map of strings")
+            chars += len(k) + len(v)
+        if chars > MAX_METADATA_CHARS:
             return _field("metadata", f"must be at most {MAX_METADATA_CHARS} characters in total")
 
     click_id = record.get("clickId") or None  # "" is treated as absent (contract section 2)
