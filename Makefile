@@ -20,10 +20,15 @@ help:
 	@echo "make bench          throughput, latency and memory benchmark (figures in docs/performance.md)"
 	@echo "make chaos          fault suite: kill -9, Redis and broker restarts, rebalances"
 
+# Extensions of modules no longer listed in setup.py would still be imported: every build starts
+# from none.
+REMOVE_EXTENSIONS := find consumer -name '*.so' -delete; rm -f *__mypyc.*.so
+
 $(BIN)/leadattr: pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is missing"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(REMOVE_EXTENSIONS)
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@ .compiled
 
@@ -31,6 +36,7 @@ $(BIN)/leadattr: pyproject.toml setup.py
 # and Python imports them first, so they are rebuilt whenever a source changed (consumer/__init__.py
 # refuses to import a stale one). `make pure` removes them: the same code runs interpreted.
 .compiled: $(BIN)/leadattr $(shell find consumer -name '*.py') setup.py
+	$(REMOVE_EXTENSIONS)
 	$(BIN)/python setup.py -q build_ext --inplace
 	@# The per-module .so files are shims that setuptools leaves untouched when their C did not
 	@# change (the code is in the shared *__mypyc.*.so): mark them as built from these sources.
@@ -42,8 +48,8 @@ venv: $(BIN)/leadattr .compiled
 compile: venv
 
 pure:
-	rm -f .compiled *__mypyc.*.so
-	find consumer -name '*.so' -delete
+	rm -f .compiled
+	$(REMOVE_EXTENSIONS)
 
 services-up:
 	bash $(SERVICES) up
