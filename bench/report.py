@@ -27,6 +27,17 @@ class Row:
         return {"measurement": self.measurement, "value": self.value, "target": self.target, "met": self.met}
 
 
+def _latency_setup(lat: dict[str, Any], default_wait: str, wait_format: str) -> str:
+    """How a latency phase ran: its batch wait, and its guarantee and consumers when not the usual."""
+    wait = lat["batch_wait_ms"]
+    text = default_wait if wait is None else wait_format.format(wait)
+    if lat.get("consumers", 1) > 1:
+        text = f"{lat['consumers']} consumers, {text}"
+    if lat.get("guarantee") == "at_least_once":
+        text = f"at_least_once, {text}"
+    return text
+
+
 def _ok(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The phases that produced figures (a failed phase only has "phase" and "error")."""
     return [p for p in report["phases"] if "error" not in p]
@@ -74,12 +85,7 @@ def rows(report: dict[str, Any]) -> list[Row]:
             continue
         v, r, h = lat["visible"], lat["record_timestamp"], lat["consumer_histogram"]
         rate = f"{lat['offered_events_per_s']:,.0f}/s"
-        wait = lat["batch_wait_ms"]
-        wait_text = "consumer default batch wait" if wait is None else f"LEADS_BATCH_WAIT_MS={wait}"
-        if lat.get("consumers", 1) > 1:
-            wait_text = f"{lat['consumers']} consumers, {wait_text}"
-        if lat.get("guarantee") == "at_least_once":
-            wait_text = f"at_least_once, {wait_text}"
+        wait_text = _latency_setup(lat, "consumer default batch wait", "LEADS_BATCH_WAIT_MS={}")
         missing = f", {lat['missing_outputs']:,} outputs not seen" if lat["missing_outputs"] else ""
         out.append(
             Row(
@@ -229,7 +235,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
     for lat in latency_phases:
         if not lat["series"]["latency_ms"]:
             continue
-        wait = "default wait" if lat["batch_wait_ms"] is None else f"wait {lat['batch_wait_ms']} ms"
+        wait = _latency_setup(lat, "default wait", "wait {} ms")
         xs, p50, p99 = zip(*lat["series"]["latency_ms"], strict=True)
         p50_line = ax_lat.plot(xs, p50, label=f"p50 per second ({wait})")[0]
         ax_lat.plot(xs, p99, color=p50_line.get_color(), linestyle="--", label=f"p99 per second ({wait})")
