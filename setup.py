@@ -2,7 +2,8 @@
 
 These modules run for every event (decode -> validate -> attribute -> state codec -> output
 encoding, and the batch loop around them). They are plain, fully typed Python (`mypy --strict`);
-mypyc turns them into C extensions that run the same code about 1.5x faster (docs/performance.md).
+mypyc turns them into C extensions that run the same code about 1.8x faster
+(docs/performance.md: 54 vs 98 us of consumer CPU per event, both with the GC tuned).
 The run loop, Kafka and Redis I/O, configuration and the sweeper stay interpreted: they run per
 batch, not per event, and tests subclass or patch some of them.
 

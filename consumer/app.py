@@ -144,7 +144,8 @@ def tune_gc() -> None:
 
 def run(config: Config) -> int:
     runner = build_runner(config)
-    # Says whether the mypyc build (setup.py) is what runs: a pure-Python install is ~1.5x slower.
+    # Says whether the mypyc build (setup.py) is what runs: a pure-Python install needs ~1.8x
+    # the CPU per event (docs/performance.md).
     log.info("per-event path", extra=fields(compiled_modules=len(compiled_modules())))
     tune_gc()
     server = serve(runner.health, config.settings.metrics_port, config.settings.metrics_host)

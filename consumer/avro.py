@@ -36,6 +36,12 @@ def schema_text(name: str) -> str:
     return resources.files("consumer.schemas").joinpath(f"{name}.avsc").read_text()
 
 
+def has_layout(schema_json: dict[str, Any], layout: tuple[tuple[str, Any], ...]) -> bool:
+    """True when a record schema (the .avsc as parsed JSON) has exactly ``layout``'s fields and
+    types, in order: the check behind each hand-written codec (consumer/wire.py, consumer/decode.py)."""
+    return tuple((f["name"], f["type"]) for f in schema_json.get("fields", [])) == layout
+
+
 @cache
 def load_schema(name: str) -> Schema:
     return parse_schema(json.loads(schema_text(name)))
@@ -96,7 +102,9 @@ class Codec:
         # the plain format (with a registry, writer schemas vary) and while the schema is its layout.
         self._hand_read = (
             hand.read_lead_event
-            if name == "lead_event" and registry is None and hand.matches(json.loads(schema_text(name)))
+            if name == "lead_event"
+            and registry is None
+            and has_layout(json.loads(schema_text(name)), hand.LAYOUT)
             else None
         )
         if registry is not None and subject is not None:

@@ -35,11 +35,6 @@ class Unusual(Exception):
     """Not a plain encoding this reader vouches for: let fastavro judge the record."""
 
 
-def matches(schema_json: dict[str, Any]) -> bool:
-    """True when the .avsc (as parsed JSON) has exactly LAYOUT's fields and types."""
-    return tuple((f["name"], f["type"]) for f in schema_json.get("fields", [])) == LAYOUT
-
-
 def read_lead_event(data: bytes) -> dict[str, Any]:
     """The record as fastavro returns it: every field present, None for a null branch."""
     record: dict[str, Any] = {}

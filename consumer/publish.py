@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consumer.avro import Codec, SchemaRegistry, schema_text
+from consumer.avro import Codec, SchemaRegistry, has_layout, schema_text
 from consumer.config import Settings
 from consumer.model import AttributedLead, SourceRecord, UnlinkedLead
 from consumer.reasons import DeadLetterReason, Mode
-from consumer.wire import encode_attributed, matches
+from consumer.wire import LAYOUT, encode_attributed
 
 
 def _millis(value: datetime | None) -> int | None:
@@ -53,7 +53,7 @@ class OutputCodecs:
         self.unlinked = codec("unlinked_lead", settings.unlinked_topic)
         self.dead_letter = codec("dead_letter", settings.dead_letter_topic)
         # The hand-written encoder only while the schema is the one it was written for.
-        self._fast = matches(json.loads(schema_text("attributed_lead")))
+        self._fast = has_layout(json.loads(schema_text("attributed_lead")), LAYOUT)
 
     def attributed_output(self, lead: AttributedLead, source_timestamp_ms: int | None) -> Output:
         if self._fast:

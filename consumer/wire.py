@@ -32,12 +32,6 @@ LAYOUT: tuple[tuple[str, Any], ...] = (
 )
 
 
-def matches(schema_json: dict[str, Any]) -> bool:
-    """True when the .avsc (as parsed JSON) has exactly LAYOUT's fields and types."""
-    fields = schema_json.get("fields", [])
-    return tuple((f["name"], f["type"]) for f in fields) == LAYOUT
-
-
 def _zigzag(n: int) -> bytes:
     return uvarint(zigzag(n))
 
