@@ -130,6 +130,7 @@ def build_runner(config: Config) -> Runner:
         sweep_interval_s=s.expiry_interval_seconds,
         shutdown_timeout_s=s.shutdown_timeout_seconds,
         topic_id=topic_id_of(config),
+        overlap_commits=s.overlap_commits,
     )
 
 

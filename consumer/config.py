@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # Not in the contract's list; documented in the README.
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     batch_wait_ms: int = Field(default=100, ge=0, le=60_000)
+    # Commit each batch while the next one is processed (consumer/runner.py); off: one at a time.
+    overlap_commits: bool = True
     expiry_interval_seconds: PositiveSeconds = 1.0
     expiry_lease_seconds: PositiveSeconds = 30.0
     redis_prefix: str = Field(default="leadattr", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")

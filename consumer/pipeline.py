@@ -57,6 +57,41 @@ class BatchResult:
     write_conflicts: int = 0
 
 
+def _no_reply() -> list[bool]:
+    return []
+
+
+class Started:
+    """A batch decided, its first write sent (``reply`` waits for the outcome): BatchProcessor.start."""
+
+    def __init__(
+        self,
+        sources: Sequence[SourceRecord],
+        parsed: list[LeadEvent | Invalid],
+        todo: dict[str, list[int]],
+        first: dict[PartitionKey, int],
+        last: dict[PartitionKey, int],
+        token: str,
+        now_ms: int,
+    ) -> None:
+        self.sources = sources
+        self.parsed = parsed
+        self.todo = todo  # customers not written yet -> indexes of their records, in order
+        self.first = first
+        self.last = last
+        self.token = token
+        self.now_ms = now_ms
+        self.decisions: dict[int, Decision] = {}
+        self.records: dict[int, bytes] = {}  # attributed record bytes, by index
+        self.result = BatchResult()
+        self.writes: list[Write] = []  # the last round's, matching what reply returns
+        self.reply: Callable[[], list[bool]] = _no_reply
+
+    def partition(self, index: int) -> PartitionKey:
+        source = self.sources[index]
+        return (source.topic, source.partition)
+
+
 def parse(decoder: Codec, source: SourceRecord) -> LeadEvent | Invalid:
     try:
         record = decoder.decode(source.value)
@@ -89,7 +124,12 @@ class BatchProcessor:
         self._batches = itertools.count()
 
     def process(self, sources: Sequence[SourceRecord]) -> BatchResult:
-        now_ms = int(self._clock() * 1000)
+        batch = self.prepare(sources)
+        self.start(batch)
+        return self.finish(batch)
+
+    def prepare(self, sources: Sequence[SourceRecord]) -> Started:
+        """Decode and validate, grouped by customer: no state is read yet."""
         parsed = [parse(self._decoder, source) for source in sources]
         by_cid: dict[str, list[int]] = defaultdict(list)
         for index, item in enumerate(parsed):
@@ -100,48 +140,76 @@ class BatchProcessor:
         for source in sources:
             first.setdefault((source.topic, source.partition), source.offset)
             last[(source.topic, source.partition)] = source.offset
-        token = f"{self._token}{next(self._batches)}"
+        return Started(sources, parsed, dict(by_cid), first, last, f"{self._token}{next(self._batches)}", 0)
 
-        decisions: dict[int, Decision] = {}
-        records: dict[int, bytes] = {}
-        result = BatchResult()
-        todo = dict(by_cid)
+    def start(self, batch: Started) -> None:
+        """Read the states and journal, decide, and send the first write without waiting for its
+        reply (finish reads it). Nothing else may read the states of these customers before
+        finish: the run loop calls finish first (consumer/runner.py). Once per prepared batch."""
+        batch.now_ms = int(self._clock() * 1000)
         # The first read covers every partition of the batch, with or without lead events: its
         # committed-offset floor is checked before anything is decided or written.
-        reading = self._store.read(todo.keys(), first)
-        behind = {p: floor for p, floor in reading.committed.items() if floor > first[p]}
+        reading = self._store.read(batch.todo.keys(), batch.first)
+        behind = {p: floor for p, floor in reading.committed.items() if floor > batch.first[p]}
         if behind:
             raise AlreadyCommitted(behind)
-        for attempt in range(MAX_CONFLICT_RETRIES):
-            if not todo:
-                break
-            partitions = {(sources[i].topic, sources[i].partition) for ix in todo.values() for i in ix}
-            if attempt:
-                reading = self._store.read(todo.keys(), {p: first[p] for p in partitions})
-            fields = {p: journal_field(last[p], f"{token}.{attempt}") for p in partitions}
-            writes: list[Write] = []
-            for cid, indexes in todo.items():
-                write = self._decide(cid, indexes, sources, parsed, reading, now_ms, decisions, records)
-                if write is not None:
-                    writes.append(write)
-            applied = self._store.write(writes, fields)
-            for partition, name in fields.items():
-                result.journal.setdefault(partition, []).append(name)
-            failed = {w.cid for w, ok in zip(writes, applied, strict=True) if not ok}
-            result.write_conflicts += len(failed)
-            todo = {cid: todo[cid] for cid in failed}
-        if todo:
-            raise ConflictError(
-                f"state of {len(todo)} customers kept changing during {MAX_CONFLICT_RETRIES} tries"
-            )
+        writes, fields = self._round(batch, reading, 0)
+        batch.reply = self._store.send_write(writes, fields)
+        batch.writes = writes
 
+    def finish(self, batch: Started) -> BatchResult:
+        """The reply of the first write; customers whose state changed since it was read (another
+        instance wrote it) are read, decided and written again; then the records to publish."""
+        applied = batch.reply()
+        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
+            failed = {w.cid for w, ok in zip(batch.writes, applied, strict=True) if not ok}
+            batch.result.write_conflicts += len(failed)
+            batch.todo = {cid: batch.todo[cid] for cid in failed}
+            if not batch.todo or attempt == MAX_CONFLICT_RETRIES:
+                break
+            partitions = {batch.partition(i) for ix in batch.todo.values() for i in ix}
+            reading = self._store.read(batch.todo.keys(), {p: batch.first[p] for p in partitions})
+            writes, fields = self._round(batch, reading, attempt)
+            applied = self._store.write(writes, fields)
+            batch.writes = writes
+        if batch.todo:
+            raise ConflictError(
+                f"state of {len(batch.todo)} customers kept changing during {MAX_CONFLICT_RETRIES} tries"
+            )
+        result = batch.result
+        sources = batch.sources
         for index, source in enumerate(sources):
-            item = parsed[index]
-            outcome: Decision | Invalid = decisions[index] if isinstance(item, LeadEvent) else item
+            item = batch.parsed[index]
+            outcome: Decision | Invalid = batch.decisions[index] if isinstance(item, LeadEvent) else item
             result.decisions.append(outcome)
-            result.outputs.extend(self._outputs(source, outcome, now_ms, records.get(index)))
+            result.outputs.extend(self._outputs(source, outcome, batch.now_ms, batch.records.get(index)))
             result.offsets[(source.topic, source.partition)] = source.offset + 1
         return result
+
+    def _round(
+        self, batch: Started, reading: Reading, attempt: int
+    ) -> tuple[list[Write], dict[PartitionKey, str]]:
+        """Decide every customer still to do on ``reading``: the writes, and the journal field
+        each partition's entries go to (recorded for forgetting once committed)."""
+        partitions = {batch.partition(i) for ix in batch.todo.values() for i in ix}
+        fields = {p: journal_field(batch.last[p], f"{batch.token}.{attempt}") for p in partitions}
+        writes: list[Write] = []
+        for cid, indexes in batch.todo.items():
+            write = self._decide(
+                cid,
+                indexes,
+                batch.sources,
+                batch.parsed,
+                reading,
+                batch.now_ms,
+                batch.decisions,
+                batch.records,
+            )
+            if write is not None:
+                writes.append(write)
+        for partition, name in fields.items():
+            batch.result.journal.setdefault(partition, []).append(name)
+        return writes, fields
 
     def _decide(
         self,

@@ -1,8 +1,31 @@
 """The run loop: consume a batch, process it, commit it, sweep deadlines; survive faults.
 
-Processing is synchronous: a batch is fully committed (or aborted and rewound) before the next
-consume() or poll() call. Rebalance callbacks only run inside those, so when partitions are revoked
-there is never a batch in hand, and nothing to finish or abort: what was committed is committed.
+Batches overlap (LEADS_OVERLAP_COMMITS, on by default), so that neither the wait for Redis nor the
+wait for the broker adds to every batch (docs/performance.md). Each round of the loop:
+  1. consume the next batch;
+  2. read the Redis reply of the batch decided last round (BatchProcessor.finish: customers whose
+     state another instance changed meanwhile are read and decided again), and hand it to the
+     commit thread: its Kafka transaction (or flush and offset commit) runs from here;
+  3. meanwhile decode, validate and decide the new batch and send its write to Redis without
+     waiting for the reply (BatchProcessor.start);
+  4. join the commit; the new batch's write is read next round (step 2).
+Both waits release the GIL: the broker's while step 3 runs, Redis's while steps 4 and 1 run.
+What keeps this simple and safe:
+  - Only one write is ever in flight, and its reply is read before the next batch reads any
+    state: Redis runs a connection's commands in order, and a customer is never decided on
+    state older than the last write.
+  - consume() and poll(), and so the rebalance callbacks they run, are only called while no
+    commit is in flight. The batch in flight is committed before waiting for input (a quiet
+    topic never leaves one uncommitted) and in the revoke callback, before the partitions go.
+    Lost partitions drop it: never committed, its reply still read.
+  - Step 3 touches only Redis; every Kafka call (seeks, settling an unknown outcome, the
+    sweeper's records) happens on the run loop, with the commit joined.
+  - A batch that fails to commit is replayed from its first offsets like any other, and the batch
+    decided meanwhile is rewound with it; a Redis reply lost on the way (connection reset) has
+    its batch processed again from the start. In both cases the journal (only a committed
+    batch's entries are forgotten) makes the replay publish the same records.
+With LEADS_OVERLAP_COMMITS=false a batch is processed, written and committed before the next is
+consumed.
 
 Faults, and what the loop does about them (never skipping a batch):
   Redis unreachable or failing   the batch is processed again with backoff (0.2 s .. 5 s) until it
@@ -36,8 +59,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -49,13 +74,14 @@ from consumer.health import Health
 from consumer.logs import fields
 from consumer.model import Decision, Invalid, SourceRecord
 from consumer.offsets import BACKOFF_MAX_S, BACKOFF_START_S, OffsetKeeper, first_offsets
-from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult, ConflictError
+from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult, ConflictError, Started
 from consumer.publish import OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, RebalanceEvent
 from consumer.state.store import StateStore
 from consumer.stats import partition_lag
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COUNTS_INTERVAL_S = 5.0
 # A transactional call blocked this long means the broker is away (a commit takes milliseconds);
@@ -87,6 +113,24 @@ _BROKER_AWAY = _BROKER_DOWN | {
 }
 
 
+@dataclass(slots=True)
+class Written:
+    """A batch decided, its write to Redis sent, the reply not read yet (BatchProcessor.start)."""
+
+    sources: list[SourceRecord]
+    batch: Started
+    started: float  # monotonic time it was consumed
+
+
+@dataclass(slots=True)
+class Held:
+    """A batch processed (its state and journal written to Redis) whose commit is still to come."""
+
+    sources: list[SourceRecord]
+    result: BatchResult
+    started: float  # monotonic time it was consumed
+
+
 class Runner:
     def __init__(
         self,
@@ -104,6 +148,7 @@ class Runner:
         shutdown_timeout_s: float,
         clock: Callable[[], float] = time.time,
         topic_id: Callable[[str], str] | None = None,
+        overlap_commits: bool = True,
     ) -> None:
         self.consumer = make_consumer({"error_cb": self.on_error, "stats_cb": self.on_stats})
         self.committer = committer
@@ -124,6 +169,10 @@ class Runner:
         self._kafka_call_since = 0.0  # monotonic start of the blocking Kafka call in progress, 0 if none
         self._state_lock = threading.Lock()  # the watchdog thread changes the Kafka state too
         self._group_state: tuple[str, str] = ("", "")  # librdkafka's view of the group, from stats
+        self.overlap_commits = overlap_commits
+        self._written: Written | None = None  # its Redis reply not read yet (see module docstring)
+        # One thread: commits run one at a time, in batch order.
+        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self.offsets = OffsetKeeper(
             self.consumer,
             committer,
@@ -167,6 +216,7 @@ class Runner:
                 else:
                     metrics.CONSUMER_LAG_SECONDS.set(0)
                 self._housekeeping()
+            self.finish_in_flight()  # the batch processed last, before leaving the group
         finally:
             self._close()
         log.info("consumer stopped cleanly")
@@ -181,12 +231,14 @@ class Runner:
         messages = self.consumer.consume(self.batch_size, 0)
         if messages:
             return messages
+        self.finish_in_flight()  # caught up: nothing stays uncommitted while the input is quiet
         first = self.consumer.poll(self.batch_wait_s)
         if first is None:
             return []
         return [first, *self.consumer.consume(self.batch_size - 1, 0)] if self.batch_size > 1 else [first]
 
     def _close(self) -> None:
+        self._commits.shutdown(wait=False)
         try:
             self.consumer.close()  # leaves the group: partitions move at once, not after session timeout
         except Exception:
@@ -222,8 +274,10 @@ class Runner:
             consumer.incremental_assign(starts)  # a cooperative assignor was configured
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Nothing in hand (see module docstring): every consumed batch is already committed. The
-        # next owner checks its start against the floor: send what this instance confirmed.
+        # Called inside consume(), so no commit is in flight; the batch held is committed now,
+        # while this instance still belongs to the generation that owns its partitions. The next
+        # owner checks its start against the floor: send what this instance confirmed.
+        self.finish_in_flight()
         try:
             self.store.flush_queued()
         except redis.RedisError:
@@ -236,6 +290,11 @@ class Runner:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost (session expired): another member may own them already, so never commit for them.
+        # The batch in flight is dropped: its new owner replays it, and the journal repeats its
+        # records. Its Redis reply is still read, so that the connection goes back clean.
+        written, self._written = self._written, None
+        if written is not None:
+            _drain(written.batch)
         metrics.REBALANCES.labels(event=RebalanceEvent.LOST.value).inc()
         metrics.ASSIGNED_PARTITIONS.set(0)
         log.warning("partitions lost", extra=fields(partitions=sorted(p.partition for p in partitions)))
@@ -269,21 +328,118 @@ class Runner:
         return sources
 
     def _handle_batch(self, sources: list[SourceRecord]) -> None:
+        """Read the Redis reply of the batch written last round and start its commit; decide
+        ``sources`` and send their write while it runs; keep them in flight for the next round."""
+        if not self.overlap_commits:
+            self._handle_alone(sources)
+            return
+        started = time.monotonic()
+        # Decoding and validating need no state: done while Redis still runs the last write.
+        # A schema registry outage (OSError) leaves it to be prepared again, with the retries below.
+        prepared: list[Started] = []
+        with suppress(OSError):
+            prepared.append(self.processor.prepare(sources))
+        written, self._written = self._written, None
+        held = self._complete(written) if written is not None else None
+        if written is not None and held is None:
+            self._rewind_past(written.sources, sources)  # given up, and rewound: read past it
+            return
+        commit = self._commits.submit(self._commit, held) if held is not None else None
+        outcome: Started | AlreadyCommitted | None
+        try:
+            outcome = self._with_redis_retry(lambda: self._start(prepared, sources))
+        except AlreadyCommitted as behind:
+            outcome = behind
+        finally:
+            # Joined before anything else happens, an exception included: the Kafka calls below
+            # must not run while the commit thread uses the producer.
+            held_committed = held is None or commit is None or self._finish(held, commit.result())
+        if not held_committed:
+            assert held is not None
+            if isinstance(outcome, Started):
+                _drain(outcome)
+            self._rewind_past(held.sources, sources)
+            return
+        if isinstance(outcome, AlreadyCommitted):
+            self._set_redis(True)  # the read that found the floor succeeded
+            self.offsets.skip_to_committed(sources, outcome.floors)
+        elif outcome is None:
+            self.offsets.rewind(sources)  # stopping during an outage: nothing was written
+        else:
+            self._written = Written(sources, outcome, started)
+
+    def _start(self, prepared: list[Started], sources: list[SourceRecord]) -> Started:
+        """The prepared batch decided and its write sent; prepared anew when a try failed."""
+        batch = prepared.pop() if prepared else self.processor.prepare(sources)
+        self.processor.start(batch)
+        return batch
+
+    def _handle_alone(self, sources: list[SourceRecord]) -> None:
+        """One batch at a time: processed, then committed (LEADS_OVERLAP_COMMITS=false)."""
         started = time.monotonic()
         try:
-            result = self._process_with_retry(sources)
+            result = self._with_redis_retry(lambda: self.processor.process(sources))
         except AlreadyCommitted as behind:
-            self._set_redis(True)  # the read that found the floor succeeded
+            self._set_redis(True)
             self.offsets.skip_to_committed(sources, behind.floors)
             return
         if result is None:
-            # Stopping during an outage: abandon the batch, nothing was published.
-            self.offsets.rewind(sources)
+            self.offsets.rewind(sources)  # stopping during an outage: abandon the batch
             return
+        held = Held(sources, result, started)
+        self._finish(held, self._commit(held))
+
+    def _complete(self, written: Written) -> Held | None:
+        """The batch written last round, its reply read (and conflicts retried); None if it was
+        given up (a stop during a Redis outage) and rewound."""
+        try:
+            result = self.processor.finish(written.batch)
+            self._set_redis(True)
+            return Held(written.sources, result, written.started)
+        except (redis.RedisError, ConflictError, OSError) as error:
+            metrics.REDIS_ERRORS.inc()
+            self._set_redis(False, error)
+        # Whether the write was applied is unknown: the batch is processed again from the start;
+        # if it was, the journal repeats its decisions.
+        try:
+            again = self._with_redis_retry(lambda: self.processor.process(written.sources))
+        except AlreadyCommitted as behind:
+            self._set_redis(True)
+            self.offsets.skip_to_committed(written.sources, behind.floors)
+            return None
+        if again is None:
+            self.offsets.rewind(written.sources)
+            return None
+        return Held(written.sources, again, written.started)
+
+    def _rewind_past(self, rewound: list[SourceRecord], sources: list[SourceRecord]) -> None:
+        """An earlier batch was rewound; ``sources``, read past it, go back too (their partitions
+        the earlier batch did not have: the others are rewound already)."""
+        done = set(first_offsets(rewound))
+        self.offsets.rewind([s for s in sources if (s.topic, s.partition) not in done])
+
+    def finish_in_flight(self) -> None:
+        """Read the reply of the batch in flight, if any, commit it, and wait for the outcome."""
+        written, self._written = self._written, None
+        held = self._complete(written) if written is not None else None
+        if held is not None:
+            self._finish(held, self._commit(held))
+
+    def _commit(self, held: Held) -> CommitFailed | None:
+        """The Kafka commit of a processed batch (on the commit thread when overlapping)."""
         try:
             with self._kafka_call():
-                self.committer.commit_batch(result.outputs, result.offsets, self.consumer)
+                self.committer.commit_batch(held.result.outputs, held.result.offsets, self.consumer)
         except CommitFailed as failure:
+            return failure
+        return None
+
+    def _finish(self, held: Held, failure: CommitFailed | None) -> bool:
+        """After the commit of ``held``: its journal clean-up and metrics when it was committed
+        (True); else a replay from its first offsets, or from the committed offsets when the
+        outcome was unknown (False)."""
+        result, sources = held.result, held.sources
+        if failure is not None:
             if failure.code in _BROKER_AWAY:
                 self._set_kafka(False, str(failure))
             if not failure.maybe_committed:
@@ -291,18 +447,18 @@ class Runner:
                     "batch not committed, replaying it", extra=fields(error=str(failure), fatal=failure.fatal)
                 )
                 self.offsets.rewind(sources)
-                return
+                return False
             log.warning(
                 "batch commit outcome unknown, reading the committed offsets",
                 extra=fields(error=str(failure), fatal=failure.fatal),
             )
             committed = self.offsets.settle(result, first_offsets(sources))
             if committed is None:
-                return  # stopping first: whoever owns the partitions next starts from the committed offsets
+                return False  # stopping first: whoever owns the partitions next starts from the committed offsets
             if any(committed.get(tp, -1) < end for tp, end in result.offsets.items()):
                 log.warning("batch not committed, replaying it", extra=fields(error=str(failure)))
                 self.offsets.rewind(sources, committed)
-                return
+                return False
             log.info("batch was committed after all", extra=fields(records=len(sources)))
         self._set_kafka(True)
         # The floor and the journal clean-up go to Redis now, in one script, floor first: a crash
@@ -314,13 +470,15 @@ class Runner:
             self.store.flush_queued()
         except redis.RedisError as error:
             self._set_redis(False, error)
-        self._record(sources, result, started)
+        self._record(sources, result, held.started)
+        return True
 
-    def _process_with_retry(self, sources: list[SourceRecord]) -> BatchResult | None:
+    def _with_redis_retry(self, step: Callable[[], T]) -> T | None:
+        """step() until Redis lets it succeed, with backoff; None when a stop comes first."""
         backoff = BACKOFF_START_S
         while True:
             try:
-                result = self.processor.process(sources)
+                result = step()
                 self._set_redis(True)
                 return result
             except (redis.RedisError, ConflictError, OSError) as error:
@@ -481,6 +639,14 @@ class Runner:
             self._set_kafka(False, f"broker {silent[0]['nodeid']} has not answered for {idle_s:.0f}s")
         elif any(b.get("state") == "UP" for b in brokers):
             self._set_kafka(True)
+
+
+def _drain(batch: Started) -> None:
+    """Read the reply of a write whose batch is dropped (rewound): the connection goes back clean."""
+    try:
+        batch.reply()
+    except Exception:
+        log.debug("reply of a dropped batch not read", exc_info=True)
 
 
 def _has_label(partition: int) -> bool:

@@ -5,7 +5,7 @@ It is not used in production: state must outlive the process and be shared betwe
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from consumer.state.store import PartitionKey, Reading, Wake, Write, parse_journal, wake_second
 
@@ -46,6 +46,12 @@ class InMemoryStore:
             assert journal_fields is not None, "journal entries need a field to go to"
             self.journals.setdefault(partition, {})[journal_fields[partition].encode()] = b"".join(parts)
         return applied
+
+    def send_write(
+        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
+    ) -> Callable[[], list[bool]]:
+        applied = self.write(writes, journal_fields)  # at once: nothing else runs until the reply is read
+        return lambda: applied
 
     def _apply(self, w: Write, fragments: dict[PartitionKey, list[bytes]]) -> bool:
         if self.states.get(w.cid) != w.old_blob:

@@ -48,7 +48,7 @@ than several per customer is what keeps both the Python client and Redis cheap
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -133,6 +133,13 @@ class StateStore(Protocol):
         self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str] | None = None
     ) -> list[bool]:
         """Apply each write whose state is unchanged; their journal goes to ``journal_fields``."""
+        ...
+
+    def send_write(
+        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
+    ) -> Callable[[], list[bool]]:
+        """write() without waiting: the returned call waits for the outcome, and must be made
+        before anything else reads these customers' states (it is, on one connection, in order)."""
         ...
 
     def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None: ...
@@ -264,7 +271,21 @@ class RedisStore:
     ) -> list[bool]:
         if not writes:
             return []
-        partitions = list(journal_fields or {})
+        return _applied(self._apply(*self._write_command(writes, journal_fields or {})))
+
+    def send_write(
+        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
+    ) -> Callable[[], list[bool]]:
+        if not writes:
+            return _nothing_applied
+        reply = self._apply.send(*self._write_command(writes, journal_fields))
+        return lambda: _applied(reply())
+
+    def _write_command(
+        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
+    ) -> tuple[list[str], list[Any]]:
+        """apply.lua's keys and arguments for ``writes``."""
+        partitions = list(journal_fields)
         number = {partition: n for n, partition in enumerate(partitions, 1)}
         seconds: dict[int, int] = {}  # wake second -> its number among this write's wake lists
         for w in writes:
@@ -275,7 +296,7 @@ class RedisStore:
         keys += [self.wake_list_key(second) for second in seconds]
         args: list[Any] = [len(writes), len(partitions), len(seconds)]
         args.append(int(time.time() * 1000) + self._journal_ttl_ms)
-        args += [(journal_fields or {})[p] for p in partitions]
+        args += [journal_fields[p] for p in partitions]
         args += list(seconds)
         for w in writes:
             keys.append(self.state_key(w.cid))
@@ -284,7 +305,7 @@ class RedisStore:
             args.append(len(w.journal))
             for partition, fragment in w.journal.items():
                 args += [number[partition], fragment]
-        return [r == 1 for r in self._apply(keys, args)]
+        return keys, args
 
     def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None:
         """Queue deletion of committed journal fields; they ride along with the next command."""
@@ -392,6 +413,14 @@ class RedisStore:
             self._sent()
 
 
+def _applied(reply: list[int]) -> list[bool]:
+    return [r == 1 for r in reply]
+
+
+def _nothing_applied() -> list[bool]:
+    return []
+
+
 def _script_text(name: str) -> str:
     return resources.files("consumer.state").joinpath(name).read_text()
 
@@ -413,3 +442,32 @@ class _Script:
             # Nothing ran: EVALSHA failed before executing, so sending it again is safe.
             self._sha = ""
             return self(keys, args)
+
+    def send(self, keys: list[str], args: list[Any]) -> Callable[[], Any]:
+        """EVALSHA sent on a connection of its own; the returned call reads the reply (once).
+        Redis runs commands of one connection in order, and the caller reads this reply before
+        sending anything that depends on it, so nothing reads what this script has not written."""
+        if not self._sha:
+            self._sha = str(self._r.script_load(self._text))
+        pool = self._r.connection_pool
+        connection: Any = pool.get_connection()  # redis-py leaves Connection untyped
+        try:
+            connection.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
+        except BaseException:
+            connection.disconnect()  # a half-sent command must not precede the next one
+            pool.release(connection)
+            raise
+
+        def reply() -> Any:
+            try:
+                return connection.read_response()
+            except NoScriptError:
+                self._sha = ""
+                return self(keys, args)  # nothing ran (see __call__)
+            except BaseException:
+                connection.disconnect()  # its reply may still be on the way: never reuse it
+                raise
+            finally:
+                pool.release(connection)
+
+        return reply

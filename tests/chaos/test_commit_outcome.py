@@ -22,7 +22,7 @@ from consumer.commit import CommitFailed, TransactionalCommitter
 from consumer.expiry import ExpirySweeper
 from consumer.health import Health
 from consumer.model import SourceRecord
-from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult
+from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult, Started
 from consumer.publish import Output, OutputCodecs
 from consumer.runner import Runner
 from consumer.state.store import PartitionKey, StateStore
@@ -86,8 +86,18 @@ class FakeProcessor:
         self.refuse: dict[PartitionKey, int] = {}
 
     def process(self, sources: Sequence[SourceRecord]) -> BatchResult:
+        batch = self.prepare(sources)
+        self.start(batch)
+        return self.finish(batch)
+
+    def prepare(self, sources: Sequence[SourceRecord]) -> Started:
+        return Started(sources, [], {}, {}, {}, "token", 0)
+
+    def start(self, batch: Started) -> None:
         if self.refuse:
             raise AlreadyCommitted(self.refuse)
+
+    def finish(self, batch: Started) -> BatchResult:
         return self.result
 
 
@@ -115,8 +125,23 @@ class FakeStore:
         self.calls.append(f"identify_topic {topic} {topic_id}")
 
 
+# Every run-loop test runs both ways: each batch committed while the next is processed (the
+# default), and one batch at a time (LEADS_OVERLAP_COMMITS=false).
+overlapping = pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "alone"])
+
+
+def _handle(runner: Runner, sources: list[SourceRecord]) -> None:
+    """One batch through the run loop, committed before returning (as when the input goes quiet)."""
+    runner._handle_batch(sources)
+    runner.finish_in_flight()
+
+
 def _runner(
-    consumer: FakeConsumer, store: FakeStore, result: BatchResult, processor: FakeProcessor | None = None
+    consumer: FakeConsumer,
+    store: FakeStore,
+    result: BatchResult,
+    processor: FakeProcessor | None = None,
+    overlap: bool = True,
 ) -> tuple[Runner, UnknownOutcomeCommitter]:
     committer = UnknownOutcomeCommitter()
     runner = Runner(
@@ -132,6 +157,7 @@ def _runner(
         batch_wait_s=0.01,
         sweep_interval_s=1.0,
         shutdown_timeout_s=5.0,
+        overlap_commits=overlap,
     )
     return runner, committer
 
@@ -144,11 +170,12 @@ def _batch() -> tuple[list[SourceRecord], BatchResult]:
     return sources, result
 
 
-def test_a_batch_the_coordinator_committed_is_not_replayed() -> None:
+@overlapping
+def test_a_batch_the_coordinator_committed_is_not_replayed(overlap: bool) -> None:
     sources, result = _batch()
     consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
-    runner, committer = _runner(consumer, store, result)
-    runner._handle_batch(sources)
+    runner, committer = _runner(consumer, store, result, overlap=overlap)
+    _handle(runner, sources)
     assert committer.recovered == 1  # the new producer fenced the old one before asking
     assert consumer.seeks == []  # no replay: it would publish the batch a second time
     assert store.forgotten == [result.journal]  # committed, so its journal entries may go
@@ -156,17 +183,21 @@ def test_a_batch_the_coordinator_committed_is_not_replayed() -> None:
     assert store.calls == ["note_committed", "forget_journal", "flush_queued"]  # sent at once
 
 
-def test_a_batch_the_coordinator_did_not_commit_is_replayed() -> None:
+@overlapping
+def test_a_batch_the_coordinator_did_not_commit_is_replayed(overlap: bool) -> None:
     sources, result = _batch()
     consumer, store = FakeConsumer({0: 10, 1: 5}), FakeStore()
-    runner, _ = _runner(consumer, store, result)
-    runner._handle_batch(sources)
+    runner, _ = _runner(consumer, store, result, overlap=overlap)
+    _handle(runner, sources)
     assert sorted(consumer.seeks) == [(0, 10), (1, 5)]
     assert store.forgotten == []  # the replay needs them
     assert store.floor == []
 
 
-def test_an_answer_below_the_batch_start_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+@overlapping
+def test_an_answer_below_the_batch_start_is_asked_again(
+    overlap: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A coordinator reloaded after a broker crash answered no offset, then an older one: below
     # where this batch started, so certainly not the truth. Replaying on it would publish the
     # batch twice if it had been committed; asking again gets the real answer.
@@ -174,22 +205,23 @@ def test_an_answer_below_the_batch_start_is_asked_again(monkeypatch: pytest.Monk
     sources, result = _batch()
     consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
     consumer.answers = [{}, {0: 3, 1: 6}]  # then the real answer: the batch was committed
-    runner, _ = _runner(consumer, store, result)
-    runner._handle_batch(sources)
+    runner, _ = _runner(consumer, store, result, overlap=overlap)
+    _handle(runner, sources)
     assert consumer.committed_calls == 3
     assert consumer.seeks == []  # not replayed
     assert store.floor == [result.offsets]
 
 
+@overlapping
 def test_a_stale_answer_that_persists_ends_in_a_replay_from_the_batch_start(
-    monkeypatch: pytest.MonkeyPatch,
+    overlap: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(offsets_module, "BACKOFF_START_S", 0.01)
     monkeypatch.setattr(offsets_module, "STALE_ANSWER_LIMIT_S", 0.05)
     sources, result = _batch()
     consumer, store = FakeConsumer({0: 3}), FakeStore()  # partition 0 stays behind the batch start
-    runner, _ = _runner(consumer, store, result)
-    runner._handle_batch(sources)
+    runner, _ = _runner(consumer, store, result, overlap=overlap)
+    _handle(runner, sources)
     assert consumer.committed_calls > 1
     # Seeks to the answer for partition 0 (the floor check of the next read brings it back up to
     # 10, see test_a_batch_below_the_committed_floor...), and to its batch start for partition 1.
@@ -197,7 +229,8 @@ def test_a_stale_answer_that_persists_ends_in_a_replay_from_the_batch_start(
     assert store.floor == []
 
 
-def test_stopping_before_the_outcome_is_known_neither_replays_nor_forgets() -> None:
+@overlapping
+def test_stopping_before_the_outcome_is_known_neither_replays_nor_forgets(overlap: bool) -> None:
     sources, result = _batch()
     consumer, store = FakeConsumer({}), FakeStore()
 
@@ -205,9 +238,9 @@ def test_stopping_before_the_outcome_is_known_neither_replays_nor_forgets() -> N
         raise CommitFailed("broker away", code=-185)
 
     consumer.committed = unreachable  # type: ignore[method-assign]
-    runner, _ = _runner(consumer, store, result)
+    runner, _ = _runner(consumer, store, result, overlap=overlap)
     runner.stop_requested = 1.0
-    runner._handle_batch(sources)
+    _handle(runner, sources)
     assert consumer.seeks == [] and store.forgotten == []
 
 
@@ -329,29 +362,31 @@ def test_a_transactional_call_that_never_returns_abandons_its_producer(
     release.set()
 
 
-def test_a_batch_below_the_committed_floor_moves_its_partitions_up_to_the_floor() -> None:
+@overlapping
+def test_a_batch_below_the_committed_floor_moves_its_partitions_up_to_the_floor(overlap: bool) -> None:
     # Seen in make chaos (broker scenario): right after a broker restart the coordinator answered
     # committed() with no offset (-1001) or an older one; starting there replayed committed input.
     sources, result = _batch()
     processor = FakeProcessor(result)
     processor.refuse = {(TOPIC, 0): 40}  # partition 0 was committed up to 40; partition 1 is fine
     consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
-    runner, committer = _runner(consumer, store, result, processor)
-    runner._handle_batch(sources)
+    runner, committer = _runner(consumer, store, result, processor, overlap=overlap)
+    _handle(runner, sources)
     assert sorted(consumer.seeks) == [(0, 40), (1, 5)]  # up to the floor; the other from its start
     assert committer.commits == [(0, {(TOPIC, 0): 40})]  # the floor committed again, no records
     assert store.calls == []  # nothing noted or forgotten: the batch was not processed
 
 
-def test_a_floor_past_the_end_of_its_partition_is_dropped_not_obeyed() -> None:
+@overlapping
+def test_a_floor_past_the_end_of_its_partition_is_dropped_not_obeyed(overlap: bool) -> None:
     # The topic was deleted and created again: its offsets start over, the floor is from before.
     sources, result = _batch()
     processor = FakeProcessor(result)
     processor.refuse = {(TOPIC, 0): 40, (TOPIC, 1): 900}
     consumer, store = FakeConsumer({}), FakeStore()
     consumer.ends = {0: 50, 1: 7}
-    runner, committer = _runner(consumer, store, result, processor)
-    runner._handle_batch(sources)
+    runner, committer = _runner(consumer, store, result, processor, overlap=overlap)
+    _handle(runner, sources)
     assert store.calls == [f"forget_committed {[(TOPIC, 1)]}"]
     assert sorted(consumer.seeks) == [(0, 40), (1, 5)]  # partition 1 from its batch start: processed next
     assert committer.commits == [(0, {(TOPIC, 0): 40})]
