@@ -72,6 +72,9 @@ def rows(report: dict[str, Any]) -> list[Row]:
         cpu = phase.get("cpu_us_per_event") or {}
         if cpu:
             value += " [CPU us/event: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items())) + "]"
+        runs = phase.get("runs") or []
+        if len(runs) > 1:  # the median run is the one shown; every run's rate, in order
+            value += f" median of {len(runs)}: " + " / ".join(_num(run["events_per_s"]) for run in runs)
         out.append(
             Row(
                 f"{label} (batch {phase['batch_size']})",

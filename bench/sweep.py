@@ -19,8 +19,8 @@ from bench.phases import delete_prefix, redis_counters
 from bench.services import Services
 from consumer.expiry import ExpirySweeper
 from consumer.state.codec import encode_state
-from consumer.state.model import CustomerState
-from consumer.state.store import RedisStore, Write
+from consumer.state.model import CustomerState, Write
+from consumer.state.store import RedisStore
 
 
 def main(argv: list[str]) -> int:

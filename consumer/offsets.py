@@ -46,6 +46,11 @@ STALE_ANSWER_LIMIT_S = 60.0
 # Waiting this long for the committed offsets of assigned partitions is more than a dead owner's
 # open transaction explains (transaction.timeout.ms, 60 s by default).
 PENDING_OFFSETS_LIMIT_S = 75.0
+# How long an answer of "no committed offset" for partitions that have a floor (so were committed)
+# is asked again: a broker just restarted was seen answering that while it recovered (make chaos).
+FORGOTTEN_OFFSETS_WAIT_S = 30.0
+# librdkafka's OFFSET_INVALID: the group has no committed offset for the partition.
+NO_OFFSET = -1001
 
 
 def first_offsets(sources: Iterable[SourceRecord]) -> dict[tuple[str, int], int]:
@@ -105,12 +110,19 @@ class OffsetKeeper:
                     # Asked at every assignment: a topic deleted and created again gets a new id.
                     for topic in {tp.topic for tp in wanted}:
                         self.store.identify_topic(topic, self.topic_id(topic))
-                if not failed:
+                forgotten = [] if failed else self._forgotten(answer)
+                if not failed and (
+                    not forgotten or time.monotonic() - waiting_since > FORGOTTEN_OFFSETS_WAIT_S
+                ):
                     if waited:
                         log.info("committed offsets of the assigned partitions known, starting")
                         self.set_kafka(True, "")  # the coordinator answered
                     return answer
-                problem = str(failed[0].error)
+                problem = (
+                    str(failed[0].error)
+                    if failed
+                    else f"no committed offset for partitions {forgotten}, below their committed-offset floor"
+                )
             except (KafkaException, TimeoutError, CommitFailed) as exc:  # TimeoutError: the topic id's
                 problem = str(exc) or type(exc).__name__
             if not waited:
@@ -128,6 +140,22 @@ class OffsetKeeper:
                 return None
             time.sleep(BACKOFF_START_S)
         return []
+
+    def _forgotten(self, answer: list[TopicPartition]) -> list[int]:
+        """The partitions the coordinator answered "no committed offset" for although this group
+        committed them (they have a floor in Redis). Right after a broker crash it was seen to
+        answer that for a while, and a commit whose outcome its instance never learnt (so has no
+        floor yet) would then be replayed from the floor and published twice; asked again, the
+        coordinator gives the real offsets once it has recovered. Past FORGOTTEN_OFFSETS_WAIT_S
+        the answer is taken, and the first batch read moves the partitions up to the floor."""
+        unknown = [(tp.topic, tp.partition) for tp in answer if tp.offset == NO_OFFSET]
+        if not unknown:
+            return []
+        try:
+            floors = self.store.floors(unknown)
+        except redis.RedisError:
+            return []  # the first batch read checks the floor anyway
+        return sorted(partition for (_topic, partition) in floors)
 
     def settle(
         self, result: BatchResult, first: dict[tuple[str, int], int]

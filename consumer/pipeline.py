@@ -25,7 +25,8 @@ from consumer.model import Decision, Invalid, LeadEvent, SourceRecord
 from consumer.publish import Output, OutputCodecs
 from consumer.reasons import DeadLetterReason
 from consumer.state.codec import decode_journal, decode_state, encode_journal, frame_journal
-from consumer.state.store import PartitionKey, Reading, StateStore, Write, journal_field
+from consumer.state.model import PartitionKey, Write
+from consumer.state.store import Reading, StateStore, journal_field
 from consumer.state.transition import plan_write
 from consumer.validate import validate
 

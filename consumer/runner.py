@@ -432,6 +432,12 @@ class Runner:
                 self.committer.commit_batch(held.result.outputs, held.result.offsets, self.consumer)
         except CommitFailed as failure:
             return failure
+        # The floor goes up the moment the commit is confirmed, not once the run loop is back from
+        # the next batch: a crash in between, with a broker that forgets its committed offsets,
+        # would replay the batch past the floor and publish it twice (make chaos, docs/chaos.md).
+        # Should Redis fail here, _finish sends it again, queued with the journal clean-up.
+        with suppress(redis.RedisError):
+            self.store.raise_floor(held.result.offsets)
         return None
 
     def _finish(self, held: Held, failure: CommitFailed | None) -> bool:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from consumer.state.store import PartitionKey, Reading, Wake, Write, parse_journal, wake_second
+from consumer.state.model import PartitionKey, Write
+from consumer.state.store import Reading, Wake, parse_journal, wake_second
 
 
 class InMemoryStore:
@@ -83,6 +84,12 @@ class InMemoryStore:
     def note_committed(self, offsets: Mapping[PartitionKey, int]) -> None:
         for partition, offset in offsets.items():
             self.committed[partition] = max(offset, self.committed.get(partition, offset))
+
+    def raise_floor(self, offsets: Mapping[PartitionKey, int]) -> None:
+        self.note_committed(offsets)
+
+    def floors(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        return {p: self.committed[p] for p in partitions if p in self.committed}
 
     def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
         for partition in partitions:

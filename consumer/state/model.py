@@ -163,3 +163,38 @@ class CustomerState:
 
 
 EMPTY = CustomerState()
+
+
+PartitionKey = tuple[str, int]  # (topic, partition) of input records
+
+
+@dataclass(slots=True, init=False)
+class Write:
+    """Replace one customer's state if it is still ``old_blob`` (compare-and-set): what the
+    pipeline and the sweeper ask of the store (consumer/state/store.py), one per customer."""
+
+    cid: str
+    old_blob: bytes | None
+    new_blob: bytes | None  # None deletes the key
+    wake_ms: int | None  # add a wake entry for this instant (the state's new wake time)
+    journal: Mapping[PartitionKey, bytes]  # framed journal entries per input partition
+    pending_delta: int
+    held_delta: int
+
+    def __init__(
+        self,
+        cid: str,
+        old_blob: bytes | None,
+        new_blob: bytes | None,
+        wake_ms: int | None = None,
+        journal: Mapping[PartitionKey, bytes] | None = None,
+        pending_delta: int = 0,
+        held_delta: int = 0,
+    ) -> None:
+        self.cid = cid
+        self.old_blob = old_blob
+        self.new_blob = new_blob
+        self.wake_ms = wake_ms
+        self.journal = {} if journal is None else journal
+        self.pending_delta = pending_delta
+        self.held_delta = held_delta

@@ -53,12 +53,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
+import hiredis
 import redis
 from redis.exceptions import NoScriptError
 
 from consumer.state.codec import unframe_journal
+from consumer.state.model import PartitionKey, Write
 
-PartitionKey = tuple[str, int]  # (topic, partition) of input records
 Position = tuple[str, int, int]  # (topic, partition, offset) of one input record
 
 
@@ -67,19 +68,6 @@ class Reading:
     states: dict[str, bytes | None]  # None: no state stored
     journal: dict[Position, bytes] = field(default_factory=dict)  # decisions not yet committed
     committed: dict[PartitionKey, int] = field(default_factory=dict)  # the floor, where there is one
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """Replace one customer's state if it is still ``old_blob`` (compare-and-set)."""
-
-    cid: str
-    old_blob: bytes | None
-    new_blob: bytes | None  # None deletes the key
-    wake_ms: int | None = None  # add a wake entry for this instant (the state's new wake time)
-    journal: Mapping[PartitionKey, bytes] = field(default_factory=dict)  # framed entries per partition
-    pending_delta: int = 0
-    held_delta: int = 0
 
 
 LEGACY = -1  # Wake.second of entries from the index of releases before 0.2.0
@@ -147,6 +135,15 @@ class StateStore(Protocol):
     def note_committed(self, offsets: Mapping[PartitionKey, int]) -> None:
         """Raise the committed-offset floor (never lowers it); sent in one step with, and ahead of,
         the queued journal clean-ups."""
+        ...
+
+    def raise_floor(self, offsets: Mapping[PartitionKey, int]) -> None:
+        """Raise the floor at once, on its own (never lowers it): called by the commit thread the
+        moment a commit is confirmed, while the run loop may be using the store (no queue)."""
+        ...
+
+    def floors(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        """The floor of these partitions, where there is one."""
         ...
 
     def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
@@ -318,6 +315,16 @@ class RedisStore:
             member = self._member(partition)
             self._queued_floor[member] = max(offset, self._queued_floor.get(member, offset))
 
+    def raise_floor(self, offsets: Mapping[PartitionKey, int]) -> None:
+        if offsets:
+            self._r.zadd(self.committed_key, {self._member(p): o for p, o in offsets.items()}, gt=True)
+
+    def floors(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        if not partitions:
+            return {}
+        scores = self._r.zmscore(self.committed_key, [self._member(p) for p in partitions])
+        return {p: int(score) for p, score in zip(partitions, scores, strict=True) if score is not None}
+
     def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
         for partition in partitions:
             self._queued_floor.pop(self._member(partition), None)
@@ -426,7 +433,12 @@ def _script_text(name: str) -> str:
 
 
 class _Script:
-    """EVALSHA with a reload when Redis has forgotten the script (after a restart)."""
+    """EVALSHA with a reload when Redis has forgotten the script (after a restart).
+
+    The command is packed by hiredis in one call and sent on a pooled connection directly: a
+    batch's write carries ~10 arguments per customer, and redis-py's own packing walked them in
+    a Python generator first (docs/performance.md). No client-side retry either: the run loop
+    decides what a failed write means (the journal makes a repeated batch publish the same)."""
 
     def __init__(self, client: redis.Redis, name: str) -> None:
         self._r = client
@@ -434,14 +446,7 @@ class _Script:
         self._sha = ""
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
-        if not self._sha:
-            self._sha = str(self._r.script_load(self._text))
-        try:
-            return self._r.evalsha(self._sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # Nothing ran: EVALSHA failed before executing, so sending it again is safe.
-            self._sha = ""
-            return self(keys, args)
+        return self.send(keys, args)()
 
     def send(self, keys: list[str], args: list[Any]) -> Callable[[], Any]:
         """EVALSHA sent on a connection of its own; the returned call reads the reply (once).
@@ -449,10 +454,11 @@ class _Script:
         sending anything that depends on it, so nothing reads what this script has not written."""
         if not self._sha:
             self._sha = str(self._r.script_load(self._text))
+        packed = hiredis.pack_command((b"EVALSHA", self._sha, len(keys), *keys, *args))
         pool = self._r.connection_pool
         connection: Any = pool.get_connection()  # redis-py leaves Connection untyped
         try:
-            connection.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            connection.send_packed_command([packed])
         except BaseException:
             connection.disconnect()  # a half-sent command must not precede the next one
             pool.release(connection)
@@ -462,8 +468,9 @@ class _Script:
             try:
                 return connection.read_response()
             except NoScriptError:
+                # Nothing ran: EVALSHA failed before executing, so sending it again is safe.
                 self._sha = ""
-                return self(keys, args)  # nothing ran (see __call__)
+                return self(keys, args)
             except BaseException:
                 connection.disconnect()  # its reply may still be on the way: never reuse it
                 raise

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from consumer.state.codec import encode_state, is_current
-from consumer.state.model import CustomerState
-from consumer.state.store import PartitionKey, Write
+from consumer.state.model import CustomerState, PartitionKey, Write
 
 
 def plan_write(

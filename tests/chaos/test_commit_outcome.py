@@ -25,7 +25,8 @@ from consumer.model import SourceRecord
 from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult, Started
 from consumer.publish import Output, OutputCodecs
 from consumer.runner import Runner
-from consumer.state.store import PartitionKey, StateStore
+from consumer.state.model import PartitionKey
+from consumer.state.store import StateStore
 
 TOPIC = "leads.raw"
 
@@ -106,6 +107,7 @@ class FakeStore:
         self.forgotten: list[dict[PartitionKey, list[str]]] = []
         self.floor: list[dict[PartitionKey, int]] = []
         self.calls: list[str] = []
+        self.kept_floor: dict[PartitionKey, int] = {}  # the floor as stored, for floors()
 
     def note_committed(self, offsets: dict[PartitionKey, int]) -> None:
         self.calls.append("note_committed")
@@ -123,6 +125,13 @@ class FakeStore:
 
     def identify_topic(self, topic: str, topic_id: str) -> None:
         self.calls.append(f"identify_topic {topic} {topic_id}")
+
+    def raise_floor(self, offsets: dict[PartitionKey, int]) -> None:
+        self.calls.append("raise_floor")
+        self.floor.append(offsets)
+
+    def floors(self, partitions: list[PartitionKey]) -> dict[PartitionKey, int]:
+        return {p: self.kept_floor[p] for p in partitions if p in self.kept_floor}
 
 
 # Every run-loop test runs both ways: each batch committed while the next is processed (the
@@ -439,3 +448,52 @@ def test_waiting_for_pending_offsets_fences_this_instances_own_abandoned_transac
     )
     assert starts is not None and [(tp.partition, tp.offset) for tp in starts] == [(0, 12), (1, 6)]
     assert committer.recovered == 1
+
+
+def _starts(runner: Runner, consumer: FakeConsumer) -> list[tuple[int, int]] | None:
+    starts = runner.offsets.committed_starts(
+        cast(Any, consumer), [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+    )
+    return None if starts is None else [(tp.partition, tp.offset) for tp in starts]
+
+
+def test_no_committed_offset_for_a_partition_with_a_floor_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # make chaos, broker run (session 6): right after kafka-kill + start the coordinator answered
+    # "no offset" (-1001) for every partition. One instance's last commit had gone through but
+    # its outcome was unknown to it (so no floor yet); the other started from the floor, below
+    # that commit, and published its records a second time. The coordinator, asked again once
+    # recovered, has the real offsets.
+    monkeypatch.setattr(offsets_module, "BACKOFF_START_S", 0.01)
+    _sources, result = _batch()
+    consumer, store = FakeConsumer({0: 12, 1: 6}), FakeStore()
+    consumer.answers = [{}, {}]  # twice nothing, then the real offsets
+    store.kept_floor = {(TOPIC, 0): 10}
+    runner, _ = _runner(consumer, store, result)
+    assert _starts(runner, consumer) == [(0, 12), (1, 6)]
+    assert consumer.committed_calls == 3
+
+
+def test_no_committed_offset_without_a_floor_is_taken_at_once() -> None:
+    _sources, result = _batch()
+    consumer, store = FakeConsumer({}), FakeStore()  # a new group: nothing committed, no floor
+    runner, _ = _runner(consumer, store, result)
+    assert _starts(runner, consumer) == [(0, -1001), (1, -1001)]
+    assert consumer.committed_calls == 1
+
+
+def test_no_committed_offset_past_the_wait_is_taken_and_left_to_the_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(offsets_module, "BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(offsets_module, "FORGOTTEN_OFFSETS_WAIT_S", 0.1)
+    _sources, result = _batch()
+    consumer, store = FakeConsumer({1: 6}), FakeStore()  # partition 0 stays forgotten
+    store.kept_floor = {(TOPIC, 0): 10}
+    runner, _ = _runner(consumer, store, result)
+    started = time.monotonic()
+    # Taken as it is; the first batch read then finds its start below the floor and moves up
+    # (test_a_batch_below_the_committed_floor_moves_its_partitions_up_to_the_floor).
+    assert _starts(runner, consumer) == [(0, -1001), (1, 6)]
+    assert consumer.committed_calls > 2 and time.monotonic() - started < 5

@@ -11,7 +11,8 @@ import redis
 
 from consumer.state.codec import frame_journal
 from consumer.state.memory import InMemoryStore
-from consumer.state.store import LEGACY, RedisStore, StateStore, Wake, Write
+from consumer.state.model import Write
+from consumer.state.store import LEGACY, RedisStore, StateStore, Wake
 from tests.support.kafka import REDIS_URL
 
 
@@ -48,6 +49,28 @@ def test_compare_and_set(store: StateStore) -> None:
     assert store.read(["c1"], {}).states == {"c1": b"v2"}
     assert store.write([Write("c1", b"v2", None)]) == [True]  # None deletes
     assert store.read(["c1"], {}).states == {"c1": None}
+
+
+def test_a_write_sent_ahead_applies_as_a_write(store: StateStore) -> None:
+    # BatchProcessor.start sends the first write of a batch and reads its reply later (finish).
+    reply = store.send_write([Write("c9", None, b"v1", journal={P0: _entries((4, b"d4"))})], {P0: "4:t.0"})
+    assert reply() == [True]
+    conflict = store.send_write([Write("c9", None, b"v2"), Write("c10", None, b"w")], {})
+    assert conflict() == [False, True]  # compare-and-set, customer by customer, as write()
+    reading = store.read(["c9", "c10"], {P0: 0})
+    assert (reading.states, reading.journal) == ({"c9": b"v1", "c10": b"w"}, {("leads.raw", 0, 4): b"d4"})
+    assert store.send_write([], {})() == []
+
+
+def test_the_floor_raised_at_once_only_goes_up(store: StateStore) -> None:
+    # Raised by the commit thread the moment a commit is confirmed (consumer/runner.py).
+    assert store.floors([P0, P1]) == {}
+    store.raise_floor({P0: 10})
+    store.raise_floor({P0: 5})  # a late, lower note never lowers it
+    assert store.floors([P0, P1]) == {P0: 10}
+    store.raise_floor({P0: 12, P1: 3})
+    assert store.floors([P0, P1]) == {P0: 12, P1: 3}
+    assert store.read([], {P0: 0, P1: 0}).committed == {P0: 12, P1: 3}  # what every batch read checks
 
 
 def _heads(wakes: list[Wake]) -> list[tuple[int, tuple[str, ...]]]:
@@ -282,4 +305,7 @@ def test_script_is_reloaded_after_redis_forgets_it(services: None) -> None:
     assert store.write([Write("c6", None, b"a")]) == [True]
     client.script_flush()  # as after a Redis restart
     assert store.write([Write("c6", b"a", b"b")]) == [True]
+    client.script_flush()
+    assert store.send_write([Write("c6", b"b", b"c")], {})() == [True]  # the same when sent ahead
+    assert store.read(["c6"], {}).states == {"c6": b"c"}
     client.delete(store.state_key("c6"))

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from consumer.state.codec import decode_state
 from consumer.state.memory import InMemoryStore
-from consumer.state.store import PartitionKey, Write, wake_second
+from consumer.state.model import PartitionKey, Write
+from consumer.state.store import wake_second
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from consumer import compiled_modules
 from consumer.model import AttributedLead, Decision, LeadEvent, SourceRecord
 from consumer.publish import Output
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode
-from consumer.state.model import CustomerState, HeldVerification, PendingLead
+from consumer.state.model import CustomerState, HeldVerification, PendingLead, Write
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,6 +89,15 @@ SAMPLES: dict[type[Any], dict[str, Any]] = {
         lease_until_ms=4,
     ),
     CustomerState: dict(pending=(PENDING,), held=(HELD,), done={"e": 1}, verified_until_ms=2),
+    Write: dict(
+        cid="c",
+        old_blob=b"o",
+        new_blob=b"n",
+        wake_ms=3,
+        journal={("t", 1): b"j"},
+        pending_delta=4,
+        held_delta=5,
+    ),
 }
 
 

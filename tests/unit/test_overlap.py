@@ -22,7 +22,8 @@ from consumer.offsets import first_offsets
 from consumer.pipeline import BatchProcessor, BatchResult, Started
 from consumer.publish import Output, OutputCodecs
 from consumer.runner import Runner
-from consumer.state.store import PartitionKey, StateStore
+from consumer.state.model import PartitionKey
+from consumer.state.store import StateStore
 
 TOPIC = "leads.raw"
 
@@ -136,6 +137,9 @@ class FakeStore:
     def note_committed(self, offsets: dict[PartitionKey, int]) -> None:
         return None
 
+    def raise_floor(self, offsets: dict[PartitionKey, int]) -> None:
+        self.log.add("floor " + ",".join(f"{p}:{o}" for (_t, p), o in sorted(offsets.items())))
+
     def forget_journal(self, entries: dict[PartitionKey, list[str]]) -> None:
         self.log.add(f"forget {sorted(p for _t, p in entries)}")
 
@@ -182,11 +186,12 @@ def test_a_batch_commits_while_the_next_is_decided() -> None:
         "start 0:10,0:11",
         "reply 0:10,0:11",  # its Redis reply read before the next batch reads any state
         "start 0:12,0:13",
-        "commit 0:12 (2 records)",  # meanwhile, on the commit thread
+        "commit 0:12 (2 records)",  # meanwhile, on the commit thread,
+        "floor 0:12",  # and the floor goes up with it, before the run loop is back
         "forget [0]",
     ]
     runner.finish_in_flight()
-    assert log.lines[-3:] == ["reply 0:12,0:13", "commit 0:14 (2 records)", "forget [0]"]
+    assert log.lines[-4:] == ["reply 0:12,0:13", "commit 0:14 (2 records)", "floor 0:14", "forget [0]"]
 
 
 def test_a_failed_commit_rewinds_the_batch_decided_meanwhile() -> None:
@@ -218,6 +223,7 @@ def test_a_reply_lost_on_the_way_processes_the_batch_again() -> None:
         "reply 0:10,0:11",
         "process 0:10,0:11",
         "commit 0:12 (2 records)",
+        "floor 0:12",
         "forget [0]",
     ]
 
@@ -226,7 +232,13 @@ def test_revoked_partitions_commit_the_batch_in_flight_first() -> None:
     runner, log, _, _, consumer = _setup()
     runner._handle_batch(_records((0, 10), (0, 11)))
     runner._on_revoke(cast(Any, consumer), [TopicPartition(TOPIC, 0)])
-    assert log.lines == ["start 0:10,0:11", "reply 0:10,0:11", "commit 0:12 (2 records)", "forget [0]"]
+    assert log.lines == [
+        "start 0:10,0:11",
+        "reply 0:10,0:11",
+        "commit 0:12 (2 records)",
+        "floor 0:12",
+        "forget [0]",
+    ]
 
 
 def test_lost_partitions_drop_the_batch_in_flight() -> None:
