@@ -47,8 +47,9 @@ STALE_ANSWER_LIMIT_S = 60.0
 # open transaction explains (transaction.timeout.ms, 60 s by default).
 PENDING_OFFSETS_LIMIT_S = 75.0
 # How long an answer of "no committed offset" for partitions that have a floor (so were committed)
-# is asked again: a broker just restarted was seen answering that while it recovered (make chaos).
-FORGOTTEN_OFFSETS_WAIT_S = 30.0
+# is asked again: a broker just restarted was seen answering that while it recovered (make chaos),
+# once for 34 s before it answered the real offsets.
+FORGOTTEN_OFFSETS_WAIT_S = 60.0
 # librdkafka's OFFSET_INVALID: the group has no committed offset for the partition.
 NO_OFFSET = -1001
 
