@@ -1,5 +1,10 @@
 """One batch through decode -> validate -> attribute -> state, producing the records to publish.
 
+In three steps, so that the run loop can overlap batches (consumer/runner.py): prepare (decode and
+validate: no state), start (read the states, decide, send the write without waiting for Redis's
+reply) and finish (read the reply, decide again the customers another instance changed meanwhile,
+build the outputs). process() runs the three in a row.
+
 Replay safety (the part Kafka transactions cannot give us, because they do not cover Redis):
 every decision is written to the journal of its input partition, keyed by the input record's
 offset, in the same atomic script that changes the state. If the Kafka transaction of a batch

@@ -36,13 +36,14 @@ its partitions against it, and the pipeline refuses a batch that starts below it
 per topic id, so a topic deleted and created again starts without one. It is cleared only by an
 operator who means to replay (`leadattr clear-offset-floor`, after stopping the consumers).
 
-A batch costs three commands. The read is one pipeline: clean-ups still queued (after an error),
+A batch costs four commands. The read is one pipeline: clean-ups still queued (after an error),
 one MGET of every state, one HGETALL per input partition and one ZMSCORE of the floor. The write
 is one script: a compare-and-set per customer plus, for the customers that applied, one journal
-field per partition, one RPUSH per wake second and the counters. After the Kafka commit, one
-script raises the floor and deletes the batch's journal fields. A few commands per batch rather
-than several per customer is what keeps both the Python client and Redis cheap
-(docs/performance.md).
+field per partition, one RPUSH per wake second and the counters; it is sent ahead (send_write)
+and its reply read in the run loop's next round. After the Kafka commit, the commit thread raises
+the floor at once (raise_floor, ZADD GT), and one script raises it again and deletes the batch's
+journal fields. A few commands per batch rather than several per customer is what keeps both the
+Python client and Redis cheap (docs/performance.md).
 """
 
 from __future__ import annotations

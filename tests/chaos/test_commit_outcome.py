@@ -19,14 +19,12 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from consumer import commit
 from consumer import offsets as offsets_module
 from consumer.commit import CommitFailed, TransactionalCommitter
-from consumer.expiry import ExpirySweeper
-from consumer.health import Health
 from consumer.model import SourceRecord
-from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult, Started
-from consumer.publish import Output, OutputCodecs
+from consumer.pipeline import AlreadyCommitted, BatchResult, Started
+from consumer.publish import Output
 from consumer.runner import Runner
 from consumer.state.model import PartitionKey
-from consumer.state.store import StateStore
+from tests.support.runner import fake_runner
 
 TOPIC = "leads.raw"
 
@@ -153,21 +151,7 @@ def _runner(
     overlap: bool = True,
 ) -> tuple[Runner, UnknownOutcomeCommitter]:
     committer = UnknownOutcomeCommitter()
-    runner = Runner(
-        make_consumer=lambda _callbacks: cast(Any, consumer),
-        committer=committer,
-        store=cast(StateStore, store),
-        processor=cast(BatchProcessor, processor or FakeProcessor(result)),
-        sweeper=cast(ExpirySweeper, None),
-        codecs=cast(OutputCodecs, None),
-        health=Health(),
-        input_topic=TOPIC,
-        batch_size=100,
-        batch_wait_s=0.01,
-        sweep_interval_s=1.0,
-        shutdown_timeout_s=5.0,
-        overlap_commits=overlap,
-    )
+    runner = fake_runner(consumer, committer, store, processor or FakeProcessor(result), overlap)
     return runner, committer
 
 

@@ -15,15 +15,13 @@ import redis
 from confluent_kafka import TopicPartition
 
 from consumer.commit import CommitFailed
-from consumer.expiry import ExpirySweeper
-from consumer.health import Health
 from consumer.model import SourceRecord
 from consumer.offsets import first_offsets
-from consumer.pipeline import BatchProcessor, BatchResult, Started
-from consumer.publish import Output, OutputCodecs
+from consumer.pipeline import BatchResult, Started
+from consumer.publish import Output
 from consumer.runner import Runner
 from consumer.state.model import PartitionKey
-from consumer.state.store import StateStore
+from tests.support.runner import fake_runner
 
 TOPIC = "leads.raw"
 
@@ -150,20 +148,7 @@ class FakeStore:
 def _setup() -> tuple[Runner, Log, FakeProcessor, FakeCommitter, FakeConsumer]:
     log = Log()
     processor, committer, consumer = FakeProcessor(log), FakeCommitter(log), FakeConsumer(log)
-    runner = Runner(
-        make_consumer=lambda _callbacks: cast(Any, consumer),
-        committer=committer,
-        store=cast(StateStore, FakeStore(log)),
-        processor=cast(BatchProcessor, processor),
-        sweeper=cast(ExpirySweeper, None),
-        codecs=cast(OutputCodecs, None),
-        health=Health(),
-        input_topic=TOPIC,
-        batch_size=100,
-        batch_wait_s=0.01,
-        sweep_interval_s=1.0,
-        shutdown_timeout_s=5.0,
-    )
+    runner = fake_runner(consumer, committer, FakeStore(log), processor)
     return runner, log, processor, committer, consumer
 
 

@@ -1,0 +1,36 @@
+"""A Runner built around fakes, for the run-loop tests that script what Kafka and Redis answer."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from consumer.commit import Committer
+from consumer.expiry import ExpirySweeper
+from consumer.health import Health
+from consumer.pipeline import BatchProcessor
+from consumer.publish import OutputCodecs
+from consumer.runner import Runner
+from consumer.state.store import StateStore
+
+TOPIC = "leads.raw"
+
+
+def fake_runner(
+    consumer: Any, committer: Committer, store: Any, processor: Any, overlap: bool = True
+) -> Runner:
+    """No sweeper and no codecs: these tests never reach the expiry sweep."""
+    return Runner(
+        make_consumer=lambda _callbacks: cast(Any, consumer),
+        committer=committer,
+        store=cast(StateStore, store),
+        processor=cast(BatchProcessor, processor),
+        sweeper=cast(ExpirySweeper, None),
+        codecs=cast(OutputCodecs, None),
+        health=Health(),
+        input_topic=TOPIC,
+        batch_size=100,
+        batch_wait_s=0.01,
+        sweep_interval_s=1.0,
+        shutdown_timeout_s=5.0,
+        overlap_commits=overlap,
+    )
