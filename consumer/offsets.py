@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -202,7 +202,7 @@ class OffsetKeeper:
             time.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    def skip_to_committed(self, sources: list[SourceRecord], floors: dict[tuple[str, int], int]) -> None:
+    def skip_to_committed(self, sources: Sequence[SourceRecord], floors: dict[tuple[str, int], int]) -> None:
         """The batch starts below offsets this group had committed (the floor in Redis): the
         broker's committed offsets went backwards, or an operator reset them without clearing the
         floor. That input was published already, so the partitions move up to the floor, and the
@@ -267,7 +267,7 @@ class OffsetKeeper:
         return past
 
     def rewind(
-        self, sources: list[SourceRecord], committed: dict[tuple[str, int], int] | None = None
+        self, sources: Sequence[SourceRecord], committed: dict[tuple[str, int], int] | None = None
     ) -> None:
         """Seek back to the batch's first offsets, so the batch is consumed and processed again;
         or, when known, to the committed offsets (which are authoritative)."""

@@ -31,7 +31,7 @@ from consumer.publish import Output, OutputCodecs
 from consumer.reasons import DeadLetterReason
 from consumer.state.codec import decode_journal, decode_state, encode_journal, frame_journal
 from consumer.state.model import PartitionKey, Write
-from consumer.state.store import Reading, StateStore, journal_field
+from consumer.state.store import Reading, StateStore, journal_field, nothing_applied
 from consumer.state.transition import plan_write
 from consumer.validate import validate
 
@@ -63,10 +63,6 @@ class BatchResult:
     write_conflicts: int = 0
 
 
-def _no_reply() -> list[bool]:
-    return []
-
-
 class Started:
     """A batch decided, its first write sent (``reply`` waits for the outcome): BatchProcessor.start."""
 
@@ -91,11 +87,12 @@ class Started:
         self.records: dict[int, bytes] = {}  # attributed record bytes, by index
         self.result = BatchResult()
         self.writes: list[Write] = []  # the last round's, matching what reply returns
-        self.reply: Callable[[], list[bool]] = _no_reply
+        self.reply: Callable[[], list[bool]] = nothing_applied
 
-    def partition(self, index: int) -> PartitionKey:
-        source = self.sources[index]
-        return (source.topic, source.partition)
+    def todo_partitions(self) -> set[PartitionKey]:
+        """The input partitions of the records of the customers still to write."""
+        sources = self.sources
+        return {(sources[i].topic, sources[i].partition) for ix in self.todo.values() for i in ix}
 
 
 def parse(decoder: Codec, source: SourceRecord) -> LeadEvent | Invalid:
@@ -159,7 +156,7 @@ class BatchProcessor:
         behind = {p: floor for p, floor in reading.committed.items() if floor > batch.first[p]}
         if behind:
             raise AlreadyCommitted(behind)
-        writes, fields = self._round(batch, reading, 0)
+        writes, fields = self._round(batch, reading, 0, batch.todo_partitions())
         batch.reply = self._store.send_write(writes, fields)
         batch.writes = writes
 
@@ -173,9 +170,9 @@ class BatchProcessor:
             batch.todo = {cid: batch.todo[cid] for cid in failed}
             if not batch.todo or attempt == MAX_CONFLICT_RETRIES:
                 break
-            partitions = {batch.partition(i) for ix in batch.todo.values() for i in ix}
+            partitions = batch.todo_partitions()
             reading = self._store.read(batch.todo.keys(), {p: batch.first[p] for p in partitions})
-            writes, fields = self._round(batch, reading, attempt)
+            writes, fields = self._round(batch, reading, attempt, partitions)
             applied = self._store.write(writes, fields)
             batch.writes = writes
         if batch.todo:
@@ -193,11 +190,10 @@ class BatchProcessor:
         return result
 
     def _round(
-        self, batch: Started, reading: Reading, attempt: int
+        self, batch: Started, reading: Reading, attempt: int, partitions: set[PartitionKey]
     ) -> tuple[list[Write], dict[PartitionKey, str]]:
         """Decide every customer still to do on ``reading``: the writes, and the journal field
-        each partition's entries go to (recorded for forgetting once committed)."""
-        partitions = {batch.partition(i) for ix in batch.todo.values() for i in ix}
+        each of their ``partitions``' entries go to (recorded for forgetting once committed)."""
         fields = {p: journal_field(batch.last[p], f"{batch.token}.{attempt}") for p in partitions}
         writes: list[Write] = []
         for cid, indexes in batch.todo.items():

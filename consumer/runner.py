@@ -58,7 +58,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -117,16 +117,19 @@ _BROKER_AWAY = _BROKER_DOWN | {
 class Written:
     """A batch decided, its write to Redis sent, the reply not read yet (BatchProcessor.start)."""
 
-    sources: list[SourceRecord]
     batch: Started
     started: float  # monotonic time it was consumed
+
+    @property
+    def sources(self) -> Sequence[SourceRecord]:
+        return self.batch.sources
 
 
 @dataclass(slots=True)
 class Held:
     """A batch processed (its state and journal written to Redis) whose commit is still to come."""
 
-    sources: list[SourceRecord]
+    sources: Sequence[SourceRecord]
     result: BatchResult
     started: float  # monotonic time it was consumed
 
@@ -366,7 +369,7 @@ class Runner:
         elif outcome is None:
             self.offsets.rewind(sources)  # stopping during an outage: nothing was written
         else:
-            self._written = Written(sources, outcome, started)
+            self._written = Written(outcome, started)
 
     def _start(self, prepared: list[Started], sources: list[SourceRecord]) -> Started:
         """The prepared batch decided and its write sent; prepared anew when a try failed."""
@@ -376,22 +379,27 @@ class Runner:
 
     def _handle_alone(self, sources: list[SourceRecord]) -> None:
         """One batch at a time: processed, then committed (LEADS_OVERLAP_COMMITS=false)."""
-        started = time.monotonic()
+        held = self._process_whole(sources, time.monotonic())
+        if held is not None:
+            self._finish(held, self._commit(held))
+
+    def _process_whole(self, sources: Sequence[SourceRecord], started: float) -> Held | None:
+        """``sources`` processed in one go, retried while Redis fails; None when the batch was
+        given up (a stop during the outage, or input below the floor) and its partitions moved."""
         try:
             result = self._with_redis_retry(lambda: self.processor.process(sources))
         except AlreadyCommitted as behind:
-            self._set_redis(True)
+            self._set_redis(True)  # the read that found the floor succeeded
             self.offsets.skip_to_committed(sources, behind.floors)
-            return
+            return None
         if result is None:
-            self.offsets.rewind(sources)  # stopping during an outage: abandon the batch
-            return
-        held = Held(sources, result, started)
-        self._finish(held, self._commit(held))
+            self.offsets.rewind(sources)  # stopping during an outage: nothing was published
+            return None
+        return Held(sources, result, started)
 
     def _complete(self, written: Written) -> Held | None:
-        """The batch written last round, its reply read (and conflicts retried); None if it was
-        given up (a stop during a Redis outage) and rewound."""
+        """The batch written last round, its reply read (and conflicts retried); when the reply
+        is lost, the batch processed again whole: None if it was then given up (_process_whole)."""
         try:
             result = self.processor.finish(written.batch)
             self._set_redis(True)
@@ -401,18 +409,9 @@ class Runner:
             self._set_redis(False, error)
         # Whether the write was applied is unknown: the batch is processed again from the start;
         # if it was, the journal repeats its decisions.
-        try:
-            again = self._with_redis_retry(lambda: self.processor.process(written.sources))
-        except AlreadyCommitted as behind:
-            self._set_redis(True)
-            self.offsets.skip_to_committed(written.sources, behind.floors)
-            return None
-        if again is None:
-            self.offsets.rewind(written.sources)
-            return None
-        return Held(written.sources, again, written.started)
+        return self._process_whole(written.sources, written.started)
 
-    def _rewind_past(self, rewound: list[SourceRecord], sources: list[SourceRecord]) -> None:
+    def _rewind_past(self, rewound: Sequence[SourceRecord], sources: list[SourceRecord]) -> None:
         """An earlier batch was rewound; ``sources``, read past it, go back too (their partitions
         the earlier batch did not have: the others are rewound already)."""
         done = set(first_offsets(rewound))
@@ -499,7 +498,7 @@ class Runner:
             time.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    def _record(self, sources: list[SourceRecord], result: BatchResult, started: float) -> None:
+    def _record(self, sources: Sequence[SourceRecord], result: BatchResult, started: float) -> None:
         now = self.clock()
         metrics.EVENTS_CONSUMED.inc(len(sources))
         metrics.BATCH_SIZE.observe(len(sources))

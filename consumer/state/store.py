@@ -275,7 +275,7 @@ class RedisStore:
         self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
     ) -> Callable[[], list[bool]]:
         if not writes:
-            return _nothing_applied
+            return nothing_applied
         reply = self._apply.send(*self._write_command(writes, journal_fields))
         return lambda: _applied(reply())
 
@@ -425,7 +425,8 @@ def _applied(reply: list[int]) -> list[bool]:
     return [r == 1 for r in reply]
 
 
-def _nothing_applied() -> list[bool]:
+def nothing_applied() -> list[bool]:
+    """The reply to a write of nothing (no customer to write, or no write sent yet)."""
     return []
 
 
