@@ -209,11 +209,17 @@ class OutputReader:
         return self
 
     def _loop(self) -> None:
+        # Wait for the first record, then take what else is queued without waiting: consume(n,
+        # wait) would hold what arrived until n records or the wait are reached, and so add up to
+        # the whole wait (25 ms on average at 50 ms, measured) to every latency seen here.
         while not self._stop.is_set():
-            for message in self._consumer.consume(1000, 0.05):
+            first = self._consumer.poll(0.05)
+            if first is None:
+                continue
+            visible_ms = int(time.time() * 1000)
+            for message in [first, *self._consumer.consume(1000, 0)]:
                 if message.error() is not None:
                     continue
-                visible_ms = int(time.time() * 1000)
                 self.seen.append(Seen(message.key() or b"", message.timestamp()[1], visible_ms))
 
     def stop(self) -> None:
