@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import phases, report
+from bench import jit, phases, report
 from bench.kafka_io import TopicSet, delete_topics
 from bench.services import REPO, Services
 from bench.workload import Workload, check_encoding, generate
@@ -130,11 +130,17 @@ def _git_revision() -> str:
     return out.stdout.strip() + ("+dirty-consumer" if dirty.stdout.strip() else "")
 
 
-def _run_phase(result: dict[str, Any], label: str, run: Callable[[], dict[str, Any]]) -> None:
+def _run_phase(
+    result: dict[str, Any], label: str, run: Callable[[], dict[str, Any]], broker_pid: int | None
+) -> None:
     """A phase that fails (a consumer that crashed, a broker that went away) is reported as such;
-    the other phases still run and the report is still written."""
+    the other phases still run and the report is still written. With each phase, the share of a
+    core the broker's JIT compiler took meanwhile (bench/jit.py; None when the broker is not ours)."""
     try:
-        result["phases"].append(run())
+        watch = jit.Watch(broker_pid)
+        phase = run()
+        phase["broker_jit_cores"] = watch.cores()
+        result["phases"].append(phase)
     except Exception as error:
         print(f"bench: {label} failed: {type(error).__name__}: {error}", flush=True)
         result["phases"].append({"phase": label, "error": f"{type(error).__name__}: {error}"})
@@ -150,6 +156,36 @@ def _drain(
     label: str,
 ) -> dict[str, Any]:
     return phases.throughput(ctx, label, topics, events, guarantee, consumers, profile=profile)
+
+
+# Warm-up drains until the broker's compiler takes less than this share of a core during one, or
+# this many drains (a fresh broker: 0.3-0.7 of a core for its first minutes, bench/jit.py).
+WARM_JIT_CORES = 0.05
+WARMUP_DRAINS_MAX = 6
+
+
+def _warm_up(ctx: phases.Context, topics: TopicSet, events: int, broker_pid: int | None) -> dict[str, Any]:
+    """Unreported exactly_once drains of the same input until the broker is warm. A broker that has
+    just started is slow for minutes (JIT compilation): exactly_once drains of 100,000 events on a
+    fresh broker cost it 26, 28, 16, 13, 13 us of CPU per event one after the other, and 4-9 on a
+    broker up for 20 minutes (measured, 10:15-10:17 UTC). Production brokers are warm. One drain
+    when the broker's compiler cannot be watched (a broker the bench did not start)."""
+    drains: list[dict[str, Any]] = []
+    for i in range(WARMUP_DRAINS_MAX):
+        watch = jit.Watch(broker_pid)
+        warm = phases.throughput(ctx, f"warmup-{i + 1}", topics, events, "exactly_once")
+        cores = watch.cores()
+        drains.append(
+            {
+                "events_per_s": warm["events_per_s"],
+                "cpu_us_per_event": warm["cpu_us_per_event"],
+                "broker_jit_cores": cores,
+            }
+        )
+        print(f"bench: warm-up drain {i + 1}: the broker's JIT compiler took {cores} of a core", flush=True)
+        if cores is None or cores < WARM_JIT_CORES:
+            break
+    return {**drains[-1], "drains": drains}
 
 
 def _median_of(repeat: int, label: str, drain: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
@@ -252,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         services.up()
+        broker_pid = services.pids().get("kafka")
         if drains:
             generator.join()
             if failures:
@@ -265,13 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             if not args.no_warmup:
-                # A broker that has just started is slow for minutes (JIT compilation): exactly_once
-                # drains of 100,000 events on a fresh broker cost it 26, 28, 16, 13, 13 us of CPU
-                # per event one after the other, and 4-9 on a broker up for 20 minutes (measured,
-                # 10:15-10:17 UTC). Production brokers are warm, so a drain of the same input, not
-                # reported, goes first; it takes the steepest part of that curve away.
-                warm = phases.throughput(ctx, "warmup", topics, len(workload), "exactly_once")
-                result["warmup"] = {k: warm[k] for k in ("events_per_s", "cpu_us_per_event")}
+                result["warmup"] = _warm_up(ctx, topics, len(workload), broker_pid)
             for name, label, guarantee, consumers in (
                 ("eos", "throughput_exactly_once", "exactly_once", 1),
                 ("alo", "throughput_at_least_once", "at_least_once", 1),
@@ -288,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                             label,
                             partial(_drain, ctx, topics, len(workload), guarantee, consumers, profile),
                         ),
+                        broker_pid,
                     )
         if "latency" in selected:
             for wait in waits:
@@ -296,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                     result,
                     label,
                     partial(phases.latency, ctx, label, args.rate, args.latency_seconds, batch_wait_ms=wait),
+                    broker_pid,
                 )
             # Without transactions: what the commit of each batch's transaction costs in latency.
             _run_phase(
@@ -309,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.latency_seconds,
                     guarantee="at_least_once",
                 ),
+                broker_pid,
             )
             # The same offered load shared by two processes: latency with capacity to spare.
             _run_phase(
@@ -317,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                 partial(
                     phases.latency, ctx, "latency_two_consumers", args.rate, args.latency_seconds, consumers=2
                 ),
+                broker_pid,
             )
         if "memory" in selected:
             if not {"eos", "alo", "two", "latency"} & set(selected):
@@ -328,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             # Both runs read the same number of input records; only the pending leads differ (10x).
             events = 10 * args.pending
             for label, leads in (("pending_small", args.pending), ("pending_large", 10 * args.pending)):
-                _run_phase(result, label, partial(phases.pending_memory, ctx, label, leads, events))
+                _run_phase(
+                    result, label, partial(phases.pending_memory, ctx, label, leads, events), broker_pid
+                )
     finally:
         if not args.keep:
             delete_topics(services.bootstrap, ctx.topics)

@@ -169,7 +169,8 @@ def table(all_rows: list[Row]) -> str:
 
 
 def details_text(report: dict[str, Any]) -> str:
-    """Per throughput phase: batches, and what Redis spent per event (INFO commandstats)."""
+    """Per throughput phase: batches, and what Redis spent per event (INFO commandstats); what the
+    broker's JIT compiler took during each phase (bench/jit.py)."""
     lines = []
     for phase in _ok(report):
         if not phase["phase"].startswith("throughput"):
@@ -181,6 +182,13 @@ def details_text(report: dict[str, Any]) -> str:
             f"{phase['avg_batch_ms']} ms each; Redis CPU {redis_use.get('cpu_us_per_event')} us/event "
             f"(inside commands, us/event: {commands})"
         )
+    warmup = report.get("warmup") or {}
+    jit = [f"warm-up {d['broker_jit_cores']}" for d in warmup.get("drains", [])]
+    jit += [
+        f"{p['phase']} {p['broker_jit_cores']}" for p in _ok(report) if p.get("broker_jit_cores") is not None
+    ]
+    if jit:
+        lines.append("the broker's JIT compiler, share of a core (warm: < 0.05): " + ", ".join(jit))
     return "\n".join(lines)
 
 
