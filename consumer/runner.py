@@ -24,8 +24,11 @@ What keeps this simple and safe:
     decided meanwhile is rewound with it; a Redis reply lost on the way (connection reset) has
     its batch processed again from the start. In both cases the journal (only a committed
     batch's entries are forgotten) makes the replay publish the same records.
-With LEADS_OVERLAP_COMMITS=false a batch is processed, written and committed before the next is
-consumed.
+Only a batch of at least half LEADS_BATCH_SIZE overlaps: the consumer is then behind, and the
+overlap buys throughput. A smaller batch means it has caught up, and overlapping would only make its
+records wait for the commit of the batch before them too (make bench, docs/performance.md): it is
+processed, written and committed before the next is consumed, as every batch is with
+LEADS_OVERLAP_COMMITS=false.
 
 Faults, and what the loop does about them (never skipping a batch):
   Redis unreachable or failing   the batch is processed again with backoff (0.2 s .. 5 s) until it
@@ -95,9 +98,12 @@ KAFKA_STALL_S = 5.0
 KAFKA_CALL_LIVENESS_S = 90.0
 # Statistics older than this were queued while the loop was blocked: they describe the past.
 STATS_STALE_S = 3.0
+# A batch at least this share of LEADS_BATCH_SIZE overlaps the commit of the one before it (see the
+# module docstring); a smaller one is processed and committed alone, for latency.
+OVERLAP_MIN_SHARE = 0.5
 # A broker connection with a request in flight and nothing received for this long is not answering
 # (a frozen broker keeps its connections open, so librdkafka reports no error for a minute); a
-# fetch is answered within fetch.wait.max.ms (500 ms) when all is well.
+# fetch is answered within fetch.wait.max.ms (10 ms as configured in consumer/app.py) when all is well.
 UNRESPONSIVE_S = 8.0
 # librdkafka error codes that mean "the broker is unreachable", as opposed to a bad record.
 _BROKER_DOWN = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT}
@@ -152,6 +158,7 @@ class Runner:
         clock: Callable[[], float] = time.time,
         topic_id: Callable[[str], str] | None = None,
         overlap_commits: bool = True,
+        overlap_min_records: int | None = None,
     ) -> None:
         self.consumer = make_consumer({"error_cb": self.on_error, "stats_cb": self.on_stats})
         self.committer = committer
@@ -173,6 +180,11 @@ class Runner:
         self._state_lock = threading.Lock()  # the watchdog thread changes the Kafka state too
         self._group_state: tuple[str, str] = ("", "")  # librdkafka's view of the group, from stats
         self.overlap_commits = overlap_commits
+        self.overlap_min_records = (
+            overlap_min_records
+            if overlap_min_records is not None
+            else max(1, int(batch_size * OVERLAP_MIN_SHARE))
+        )
         self._written: Written | None = None  # its Redis reply not read yet (see module docstring)
         # One thread: commits run one at a time, in batch order.
         self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
@@ -333,7 +345,7 @@ class Runner:
     def _handle_batch(self, sources: list[SourceRecord]) -> None:
         """Read the Redis reply of the batch written last round and start its commit; decide
         ``sources`` and send their write while it runs; keep them in flight for the next round."""
-        if not self.overlap_commits:
+        if not self.overlap_commits or len(sources) < self.overlap_min_records:
             self._handle_alone(sources)
             return
         started = time.monotonic()
@@ -378,7 +390,13 @@ class Runner:
         return batch
 
     def _handle_alone(self, sources: list[SourceRecord]) -> None:
-        """One batch at a time: processed, then committed (LEADS_OVERLAP_COMMITS=false)."""
+        """One batch at a time: processed, then committed (a small batch, or
+        LEADS_OVERLAP_COMMITS=false). A batch still in flight is committed first."""
+        in_flight = self._written
+        if not self.finish_in_flight():
+            assert in_flight is not None
+            self._rewind_past(in_flight.sources, sources)  # rewound: read past it
+            return
         held = self._process_whole(sources, time.monotonic())
         if held is not None:
             self._finish(held, self._commit(held))
@@ -417,12 +435,14 @@ class Runner:
         done = set(first_offsets(rewound))
         self.offsets.rewind([s for s in sources if (s.topic, s.partition) not in done])
 
-    def finish_in_flight(self) -> None:
-        """Read the reply of the batch in flight, if any, commit it, and wait for the outcome."""
+    def finish_in_flight(self) -> bool:
+        """Read the reply of the batch in flight, if any, commit it, and wait for the outcome:
+        False when it was not committed (given up or rewound, to be replayed)."""
         written, self._written = self._written, None
-        held = self._complete(written) if written is not None else None
-        if held is not None:
-            self._finish(held, self._commit(held))
+        if written is None:
+            return True
+        held = self._complete(written)
+        return held is not None and self._finish(held, self._commit(held))
 
     def _commit(self, held: Held) -> CommitFailed | None:
         """The Kafka commit of a processed batch (on the commit thread when overlapping)."""

@@ -16,7 +16,12 @@ TOPIC = "leads.raw"
 
 
 def fake_runner(
-    consumer: Any, committer: Committer, store: Any, processor: Any, overlap: bool = True
+    consumer: Any,
+    committer: Committer,
+    store: Any,
+    processor: Any,
+    overlap: bool = True,
+    overlap_min_records: int | None = 1,
 ) -> Runner:
     """No sweeper and no codecs: these tests never reach the expiry sweep."""
     return Runner(
@@ -33,4 +38,6 @@ def fake_runner(
         sweep_interval_s=1.0,
         shutdown_timeout_s=5.0,
         overlap_commits=overlap,
+        # 1: every batch overlaps, however small (the tests' batches are); None: the default rule.
+        overlap_min_records=overlap_min_records,
     )

@@ -145,10 +145,14 @@ class FakeStore:
         return None
 
 
-def _setup() -> tuple[Runner, Log, FakeProcessor, FakeCommitter, FakeConsumer]:
+def _setup(
+    overlap_min_records: int | None = 1,
+) -> tuple[Runner, Log, FakeProcessor, FakeCommitter, FakeConsumer]:
     log = Log()
     processor, committer, consumer = FakeProcessor(log), FakeCommitter(log), FakeConsumer(log)
-    runner = fake_runner(consumer, committer, FakeStore(log), processor)
+    runner = fake_runner(
+        consumer, committer, FakeStore(log), processor, overlap_min_records=overlap_min_records
+    )
     return runner, log, processor, committer, consumer
 
 
@@ -241,6 +245,48 @@ def test_quiet_input_commits_the_batch_in_flight_before_waiting() -> None:
     assert runner._next_messages() == []
     assert log.lines[-2:] == ["forget [0]", "wait for input"]
     assert "commit 0:12 (2 records)" in log.lines
+
+
+def test_a_small_batch_waits_for_the_batch_in_flight_then_commits_alone() -> None:
+    # Caught up (a batch under the threshold): its records should not wait for a commit that
+    # runs while the next batch is decided; the batch in flight is committed first.
+    runner, log, _, _, _ = _setup(overlap_min_records=3)
+    runner._handle_batch(_records((0, 10), (0, 11), (0, 12)))
+    assert log.lines == ["start 0:10,0:11,0:12"]  # big enough: in flight
+    runner._handle_batch(_records((0, 13), (1, 4)))
+    assert log.lines == [
+        "start 0:10,0:11,0:12",
+        "reply 0:10,0:11,0:12",
+        "commit 0:13 (3 records)",
+        "floor 0:13",
+        "forget [0]",
+        "process 0:13,1:4",
+        "commit 0:14,1:5 (2 records)",
+        "floor 0:14,1:5",
+        "forget [0, 1]",
+    ]
+    assert runner._written is None
+
+
+def test_a_small_batch_read_past_a_failed_commit_is_rewound_too() -> None:
+    runner, log, _, committer, _ = _setup(overlap_min_records=3)
+    committer.failing = {"0:13"}
+    runner._handle_batch(_records((0, 10), (0, 11), (0, 12)))
+    runner._handle_batch(_records((0, 13), (1, 4)))
+    assert [line for line in log.lines if line.startswith(("seek", "commit", "process"))] == [
+        "commit failed 0:13",
+        "seek 0:10",
+        "seek 1:4",  # never processed: its partition 1 goes back to its start as well
+    ]
+
+
+def test_by_default_batches_of_half_the_batch_size_overlap() -> None:
+    runner, log, _, _, _ = _setup(overlap_min_records=None)
+    assert runner.batch_size == 100 and runner.overlap_min_records == 50
+    runner._handle_batch(_records(*((0, o) for o in range(49))))
+    assert log.lines[0].startswith("process ")  # alone
+    runner._handle_batch(_records(*((0, o) for o in range(49, 99))))
+    assert log.lines[-1].startswith("start ")  # in flight
 
 
 def test_offsets_of_a_batch_are_its_next_offsets() -> None:
