@@ -50,6 +50,15 @@ def consumer_config(config: Config, runner_callbacks: dict[str, Any]) -> dict[st
         # and keeps the process under its memory budget (make bench: peak RSS 158 -> 108 MB).
         "queued.min.messages": 5000,
         "queued.max.messages.kbytes": 16384,
+        # A fetch is answered when 64 KB are there or after 10 ms, not at every record: at 5,000
+        # events/s the broker otherwise answers a fetch per producer request (~350/s), and on a
+        # broker short of CPU that showed in every latency (make bench: broker 0.05-0.1 core less,
+        # p99 lower in each of four runs, docs/performance.md). A record waits at most 10 ms more at
+        # the broker, mostly while the previous batch is processed anyway; an idle consumer costs
+        # the broker 100 fetches/s instead of 2. LEADS_KAFKA_FETCH_WAIT_MAX_MS /
+        # LEADS_KAFKA_FETCH_MIN_BYTES override them.
+        "fetch.wait.max.ms": 10,
+        "fetch.min.bytes": 65536,
         "logger": _librdkafka_logger("consumer"),
         **config.kafka_extra,
         **runner_callbacks,
