@@ -2,7 +2,8 @@
 minutes, and on this 2-core machine that CPU is taken from the consumer under test (a fresh
 broker's compiler threads used 0.47 of a core during a 5,000 events/s latency run, 0.01 ten
 minutes later; measured from /proc, 14:50-15:00 UTC). Production brokers are warm: the bench warms
-this one up until its compiler is quiet, and reports what the compiler used during each phase.
+this one up until its compiler is down to background work (bench/cli.py), and reports what the
+compiler used during each phase.
 """
 
 from __future__ import annotations

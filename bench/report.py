@@ -184,11 +184,15 @@ def details_text(report: dict[str, Any]) -> str:
         )
     warmup = report.get("warmup") or {}
     jit = [f"warm-up {d['broker_jit_cores']}" for d in warmup.get("drains", [])]
+    if report.get("latency_warmup"):
+        jit.append(f"latency warm-up {report['latency_warmup']['broker_jit_cores']}")
     jit += [
         f"{p['phase']} {p['broker_jit_cores']}" for p in _ok(report) if p.get("broker_jit_cores") is not None
     ]
     if jit:
-        lines.append("the broker's JIT compiler, share of a core (warm: < 0.05): " + ", ".join(jit))
+        lines.append(
+            "the broker's JIT compiler, share of a core (warm: about 0.1 or less): " + ", ".join(jit)
+        )
     return "\n".join(lines)
 
 
