@@ -184,8 +184,10 @@ def details_text(report: dict[str, Any]) -> str:
         )
     warmup = report.get("warmup") or {}
     jit = [f"warm-up {d['broker_jit_cores']}" for d in warmup.get("drains", [])]
-    if report.get("latency_warmup"):
-        jit.append(f"latency warm-up {report['latency_warmup']['broker_jit_cores']}")
+    jit += [
+        f"latency warm-up {r['broker_jit_cores']}"
+        for r in (report.get("latency_warmup") or {}).get("runs", [])
+    ]
     jit += [
         f"{p['phase']} {p['broker_jit_cores']}" for p in _ok(report) if p.get("broker_jit_cores") is not None
     ]
