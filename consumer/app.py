@@ -52,10 +52,12 @@ def consumer_config(config: Config, runner_callbacks: dict[str, Any]) -> dict[st
         "queued.max.messages.kbytes": 16384,
         # A fetch is answered when 64 KB are there or after 10 ms, not at every record: at 5,000
         # events/s the broker otherwise answers a fetch per producer request (~350/s), and on a
-        # broker short of CPU that showed in every latency (make bench: broker 0.05-0.1 core less,
-        # p99 lower in each of four runs, docs/performance.md). A record waits at most 10 ms more at
-        # the broker, mostly while the previous batch is processed anyway; an idle consumer costs
-        # the broker 100 fetches/s instead of 2. LEADS_KAFKA_FETCH_WAIT_MAX_MS /
+        # broker short of CPU that showed in every latency (make bench, four alternating runs each:
+        # broker 0.57-0.62 vs 0.64-0.66 cores, p99 medians 128 vs 138 ms exactly_once, 78 vs 99
+        # at_least_once; docs/performance.md). A record waits at most 10 ms more at the broker,
+        # mostly while the previous batch is processed anyway. The price is paid when idle: an
+        # instance with nothing to read sends ~89 fetches/s instead of 2 (the bench broker then used
+        # 0.08-0.10 of a core instead of 0.02-0.03, measured). LEADS_KAFKA_FETCH_WAIT_MAX_MS /
         # LEADS_KAFKA_FETCH_MIN_BYTES override them.
         "fetch.wait.max.ms": 10,
         "fetch.min.bytes": 65536,
