@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-warmup",
         action="store_true",
-        help="skip the unreported drains (and latency run) that warm the broker up before the measured phases",
+        help="skip the unreported drains and paced runs that warm the broker up before the measured phases",
     )
     return parser
 
