@@ -28,6 +28,7 @@ COMPILED = [
     "consumer/state/model.py",
     "consumer/state/codec.py",
     "consumer/state/transition.py",
+    "consumer/state/command.py",
     "consumer/wire.py",
     "consumer/publish.py",
     "consumer/pipeline.py",

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from consumer.attribute import claim, due_items, release, unlinked
 from consumer.model import UnlinkedLead
 from consumer.state.codec import decode_state
+from consumer.state.command import wake_second
 from consumer.state.model import Item, Write
-from consumer.state.store import LEGACY, StateStore, wake_second
+from consumer.state.store import LEGACY, StateStore
 from consumer.state.transition import plan_write
 
 SWEEP_LIMIT = 500  # index members per round: bounds the work done between two input batches

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 
+from consumer.state.command import wake_second
 from consumer.state.model import PartitionKey, Write
-from consumer.state.store import Reading, Wake, parse_journal, wake_second
+from consumer.state.store import Reading, Wake, parse_journal
 
 
 class InMemoryStore:

@@ -54,11 +54,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
-import hiredis
 import redis
 from redis.exceptions import NoScriptError
 
 from consumer.state.codec import unframe_journal
+from consumer.state.command import apply_command, state_key, wake_numbers
 from consumer.state.model import PartitionKey, Write
 
 Position = tuple[str, int, int]  # (topic, partition, offset) of one input record
@@ -83,10 +83,6 @@ class Wake:
     # The list's header as read, "<list id>:<entries removed before these>": acks go by position.
     header: str = ""
     members: tuple[str, ...] = ()  # LEGACY only: the "<due ms>:<cid>" members read
-
-
-def wake_second(wake_ms: int) -> int:
-    return wake_ms // 1000
 
 
 def legacy_member_cid(member: str) -> str:
@@ -226,7 +222,7 @@ class RedisStore:
         return cls(client, prefix, journal_ttl_ms, group)
 
     def state_key(self, cid: str) -> str:
-        return f"{self._prefix}:s:{{{cid}}}"
+        return state_key(self._prefix, cid)
 
     def journal_key(self, partition: PartitionKey) -> str:
         return f"{self._prefix}:j:{partition[0]}:{partition[1]}"
@@ -269,41 +265,33 @@ class RedisStore:
     ) -> list[bool]:
         if not writes:
             return []
-        return _applied(self._apply(*self._write_command(writes, journal_fields or {})))
+        return _applied(self._apply(self._write_command(writes, journal_fields or {})))
 
     def send_write(
         self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
     ) -> Callable[[], list[bool]]:
         if not writes:
             return nothing_applied
-        reply = self._apply.send(*self._write_command(writes, journal_fields))
+        reply = self._apply.send(self._write_command(writes, journal_fields))
         return lambda: _applied(reply())
 
     def _write_command(
         self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
-    ) -> tuple[list[str], list[Any]]:
-        """apply.lua's keys and arguments for ``writes``."""
+    ) -> Callable[[str], bytes]:
+        """apply.lua's command for ``writes``, packed once the script's sha is known (compiled:
+        consumer/state/command.py)."""
         partitions = list(journal_fields)
         number = {partition: n for n, partition in enumerate(partitions, 1)}
-        seconds: dict[int, int] = {}  # wake second -> its number among this write's wake lists
-        for w in writes:
-            if w.wake_ms is not None:
-                seconds.setdefault(wake_second(w.wake_ms), len(seconds) + 1)
+        seconds = wake_numbers(writes)
         keys: list[str] = [self.wake_key, self.pending_key, self.held_key]
         keys += [self.journal_key(p) for p in partitions]
         keys += [self.wake_list_key(second) for second in seconds]
-        args: list[Any] = [len(writes), len(partitions), len(seconds)]
+        args: list[str | int] = [len(writes), len(partitions), len(seconds)]
         args.append(int(time.time() * 1000) + self._journal_ttl_ms)
         args += [journal_fields[p] for p in partitions]
         args += list(seconds)
-        for w in writes:
-            keys.append(self.state_key(w.cid))
-            wake = 0 if w.wake_ms is None else seconds[wake_second(w.wake_ms)]
-            args += [w.old_blob or b"", w.new_blob or b"", w.pending_delta, w.held_delta, wake, w.cid]
-            args.append(len(w.journal))
-            for partition, fragment in w.journal.items():
-                args += [number[partition], fragment]
-        return keys, args
+        prefix = self._prefix
+        return lambda sha: apply_command(sha, keys, args, prefix, writes, number, seconds)
 
     def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None:
         """Queue deletion of committed journal fields; they ride along with the next command."""
@@ -437,26 +425,28 @@ def _script_text(name: str) -> str:
 class _Script:
     """EVALSHA with a reload when Redis has forgotten the script (after a restart).
 
-    The command is packed by hiredis in one call and sent on a pooled connection directly: a
-    batch's write carries ~10 arguments per customer, and redis-py's own packing walked them in
-    a Python generator first (docs/performance.md). No client-side retry either: the run loop
-    decides what a failed write means (the journal makes a repeated batch publish the same)."""
+    The command is packed in one pass (consumer/state/command.py, compiled) and sent on a pooled
+    connection directly: a batch's write carries ~10 arguments per customer, and both redis-py's
+    packing (a Python generator over them) and hiredis's generic one cost more than the rest of
+    the write (docs/performance.md). No client-side retry either: the run loop decides what a
+    failed write means (the journal makes a repeated batch publish the same)."""
 
     def __init__(self, client: redis.Redis, name: str) -> None:
         self._r = client
         self._text = _script_text(name)
         self._sha = ""
 
-    def __call__(self, keys: list[str], args: list[Any]) -> Any:
-        return self.send(keys, args)()
+    def __call__(self, command: Callable[[str], bytes]) -> Any:
+        return self.send(command)()
 
-    def send(self, keys: list[str], args: list[Any]) -> Callable[[], Any]:
-        """EVALSHA sent on a connection of its own; the returned call reads the reply (once).
-        Redis runs commands of one connection in order, and the caller reads this reply before
-        sending anything that depends on it, so nothing reads what this script has not written."""
+    def send(self, command: Callable[[str], bytes]) -> Callable[[], Any]:
+        """The EVALSHA ``command`` packs for the script's sha, sent on a connection of its own;
+        the returned call reads the reply (once). Redis runs commands of one connection in order,
+        and the caller reads this reply before sending anything that depends on it, so nothing
+        reads what this script has not written."""
         if not self._sha:
             self._sha = str(self._r.script_load(self._text))
-        packed = hiredis.pack_command((b"EVALSHA", self._sha, len(keys), *keys, *args))
+        packed = command(self._sha)
         pool = self._r.connection_pool
         connection: Any = pool.get_connection()  # redis-py leaves Connection untyped
         try:
@@ -472,7 +462,7 @@ class _Script:
             except NoScriptError:
                 # Nothing ran: EVALSHA failed before executing, so sending it again is safe.
                 self._sha = ""
-                return self(keys, args)
+                return self(command)
             except BaseException:
                 connection.disconnect()  # its reply may still be on the way: never reuse it
                 raise

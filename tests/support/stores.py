@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from consumer.state.codec import decode_state
+from consumer.state.command import wake_second
 from consumer.state.memory import InMemoryStore
 from consumer.state.model import PartitionKey, Write
-from consumer.state.store import wake_second
 
 
 @dataclass(slots=True)

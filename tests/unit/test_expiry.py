@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from consumer.expiry import SWEEP_LIMIT, ExpirySweeper
 from consumer.state.codec import decode_state
+from consumer.state.command import wake_second
 from consumer.state.memory import InMemoryStore
 from consumer.state.model import CustomerState, PendingLead
-from consumer.state.store import wake_second
 from consumer.state.transition import plan_write
 from tests.support.stores import InterleavingStore
 
