@@ -107,6 +107,8 @@ class Codec:
             and has_layout(json.loads(schema_text(name)), hand.LAYOUT)
             else None
         )
+        # The pipeline then reads the fields itself (hand.read_fields), without a dict.
+        self.reads_fields = self._hand_read is not None
         if registry is not None and subject is not None:
             self._header = _HEADER.pack(_MAGIC, registry.register(subject, name))
 

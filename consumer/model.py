@@ -15,12 +15,13 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
 
 # Fixed namespace for leadId: changing it would re-key every lead downstream.
 LEAD_ID_NAMESPACE = uuid.UUID("6f1c1d2e-8a39-4a53-9f0e-6b3c9a4f2d10")
-_NAMESPACE_BYTES = LEAD_ID_NAMESPACE.bytes
+_NAMESPACE_BYTES: Final = LEAD_ID_NAMESPACE.bytes
 
 
 def lead_id(cid: str, click_id: str | None, event_name: str, reason: str = "") -> str:

@@ -56,13 +56,18 @@ class OutputCodecs:
         self._fast = has_layout(json.loads(schema_text("attributed_lead")), LAYOUT)
 
     def attributed_output(self, lead: AttributedLead, source_timestamp_ms: int | None) -> Output:
-        if self._fast:
-            value = self.attributed.frame(encode_attributed(lead))
-        else:
-            value = self.attributed.encode(self.attributed_record(lead))
         return Output(
-            self.settings.attributed_topic, lead.customer_external_id.encode(), value, source_timestamp_ms
+            self.settings.attributed_topic,
+            lead.customer_external_id.encode(),
+            self.attributed_value(lead),
+            source_timestamp_ms,
         )
+
+    def attributed_value(self, lead: AttributedLead) -> bytes:
+        """The record's bytes in the configured wire format (published, and journaled as is)."""
+        if self._fast:
+            return self.attributed.frame(encode_attributed(lead))
+        return self.attributed.encode(self.attributed_record(lead))
 
     @staticmethod
     def attributed_record(lead: AttributedLead) -> dict[str, Any]:

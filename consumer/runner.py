@@ -77,7 +77,14 @@ from consumer.health import Health
 from consumer.logs import fields
 from consumer.model import Decision, Invalid, SourceRecord
 from consumer.offsets import BACKOFF_MAX_S, BACKOFF_START_S, OffsetKeeper, first_offsets
-from consumer.pipeline import AlreadyCommitted, BatchProcessor, BatchResult, ConflictError, Started
+from consumer.pipeline import (
+    AlreadyCommitted,
+    BatchProcessor,
+    BatchResult,
+    ConflictError,
+    Started,
+    source_records,
+)
 from consumer.publish import OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, RebalanceEvent
 from consumer.state.store import StateStore
@@ -317,27 +324,9 @@ class Runner:
     # --- one batch -------------------------------------------------------------------------
 
     def _sources(self, messages: list[Message]) -> list[SourceRecord]:
-        sources = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                self._kafka_error(error)
-                continue
-            timestamp_type, timestamp = message.timestamp()
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            assert (
-                topic is not None and partition is not None and offset is not None
-            )  # set on every non-error message
-            sources.append(
-                SourceRecord(
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                    key=message.key(),
-                    value=message.value() or b"",
-                    timestamp_ms=timestamp if timestamp_type else None,
-                )
-            )
+        sources, errors = source_records(messages)
+        for error in errors:
+            self._kafka_error(error)
         if sources:
             self._set_kafka(True)
         return sources

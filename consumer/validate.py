@@ -9,22 +9,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from consumer.model import Invalid, LeadEvent
 from consumer.reasons import DeadLetterReason
 
-MAX_CID = 100
-MAX_EVENT_NAME = 255
-MAX_CLICK_ID = 100
-MAX_NAME = 100
-MAX_EMAIL = 100
-MAX_AVATAR = 2048
-MAX_METADATA_CHARS = 10_000
-DEFERRED = "deferred"
+MAX_CID: Final = 100
+MAX_EVENT_NAME: Final = 255
+MAX_CLICK_ID: Final = 100
+MAX_NAME: Final = 100
+MAX_EMAIL: Final = 100
+MAX_AVATAR: Final = 2048
+MAX_METADATA_CHARS: Final = 10_000
+DEFERRED: Final = "deferred"
 
 # Pragmatic RFC 5322 subset: dot-atom local part, and a domain of LDH labels with at least one dot.
-_EMAIL = re.compile(
+_EMAIL: Final = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 )
@@ -34,16 +34,15 @@ def _field(name: str, rule: str) -> Invalid:
     return Invalid(DeadLetterReason.INVALID_FIELD, f"{name}: {rule}")
 
 
-# (field, min, max) for the string fields; checked in this order, the first problem is reported.
-_LENGTHS = (
-    ("customerExternalId", 1, MAX_CID),
-    ("eventName", 1, MAX_EVENT_NAME),
-    ("clickId", 0, MAX_CLICK_ID),
-    ("customerName", 0, MAX_NAME),
-    ("customerEmail", 0, MAX_EMAIL),
-    ("customerAvatar", 0, MAX_AVATAR),
-    ("timestamp", 0, 64),
-)
+def _length(name: str, value: object, low: int, high: int) -> Invalid | None:
+    """The string-field rule: present when ``low`` > 0, a string, ``low``..``high`` characters."""
+    if value is None:
+        return _field(name, "is required") if low else None
+    if type(value) is not str:
+        return _field(name, "must be a string")
+    if not low <= len(value) <= high:
+        return _field(name, f"must be {low}..{high} characters")
+    return None
 
 
 def parse_timestamp(value: str) -> int | None:
@@ -63,7 +62,7 @@ def valid_email(value: str) -> bool:
 
 # http(s)://[userinfo@]host[:port][/path?query#fragment], no whitespace anywhere. A regex rather
 # than urlsplit: this runs for every event and urlsplit alone cost more than the Avro decode.
-_AVATAR = re.compile(
+_AVATAR: Final = re.compile(
     r"^(?i:https?)://(?:[^@/?#\s]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^:/?#\s\[\]@]+)(?::\d{1,5})?(?:[/?#]\S*)?$"
 )
 
@@ -73,37 +72,66 @@ def valid_avatar(value: str) -> bool:
 
 
 def validate(record: dict[str, Any]) -> LeadEvent | Invalid:
-    # Runs for every event: one flat loop, no helper call per field (it was the costliest step).
-    # A dict, not any Mapping: compiled (setup.py), its lookups are direct calls.
-    for name, low, high in _LENGTHS:
-        value = record.get(name)
-        if value is None:
-            if low:
-                return _field(name, "is required")
-            continue
-        if type(value) is not str:
-            return _field(name, "must be a string")
-        if not low <= len(value) <= high:
-            return _field(name, f"must be {low}..{high} characters")
+    """A record as fastavro decodes it (a dict of the schema's fields)."""
+    get = record.get
+    return validate_fields(
+        get("customerExternalId"),
+        get("eventName"),
+        get("clickId"),
+        get("mode"),
+        get("timestamp"),
+        get("customerName"),
+        get("customerEmail"),
+        get("customerAvatar"),
+        get("metadata"),
+    )
 
-    mode = record.get("mode")
+
+def validate_fields(
+    cid: object,
+    event_name: object,
+    click_id: object,
+    mode: object,
+    timestamp: object,
+    name: object,
+    email: object,
+    avatar: object,
+    metadata: object,
+) -> LeadEvent | Invalid:
+    """The rules, on the fields in schema order (consumer/decode.py reads them from the bytes
+    without building a dict). Checked in this order; the first problem is reported."""
+    problem = (
+        _length("customerExternalId", cid, 1, MAX_CID)
+        or _length("eventName", event_name, 1, MAX_EVENT_NAME)
+        or _length("clickId", click_id, 0, MAX_CLICK_ID)
+        or _length("customerName", name, 0, MAX_NAME)
+        or _length("customerEmail", email, 0, MAX_EMAIL)
+        or _length("customerAvatar", avatar, 0, MAX_AVATAR)
+        or _length("timestamp", timestamp, 0, 64)
+    )
+    if problem is not None:
+        return problem
+    # Past the length rules each of these is a str (or None where optional): narrowed for mypy.
+    assert isinstance(cid, str) and isinstance(event_name, str)
+    assert (click_id is None or isinstance(click_id, str)) and (name is None or isinstance(name, str))
+    assert (email is None or isinstance(email, str)) and (avatar is None or isinstance(avatar, str))
+
     if mode is not None and mode != DEFERRED:
         return Invalid(DeadLetterReason.INVALID_MODE, 'mode: must be absent or "deferred"')
 
     timestamp_ms: int | None = None
-    if record.get("timestamp") is not None:
-        timestamp_ms = parse_timestamp(record["timestamp"])
+    if isinstance(timestamp, str):
+        timestamp_ms = parse_timestamp(timestamp)
         if timestamp_ms is None:
             return _field("timestamp", "must be ISO 8601 with an offset or Z")
-    email = record.get("customerEmail")
     if email is not None and not valid_email(email):
         return _field("customerEmail", "must be a valid email address")
-    avatar = record.get("customerAvatar")
     if avatar is not None and not valid_avatar(avatar):
         return _field("customerAvatar", "must be an http(s) URL")
-    metadata = record.get("metadata")
+    strings: Mapping[str, str] | None = None
     if metadata is not None:
-        if not isinstance(metadata, Mapping):
+        # dict first: what both decoders return, checked without the Mapping ABC's machinery.
+        if not isinstance(metadata, (dict, Mapping)):
             return _field("metadata", "must be a map of strings")
         chars = 0
         for k, v in metadata.items():
@@ -112,19 +140,10 @@ def validate(record: dict[str, Any]) -> LeadEvent | Invalid:
             chars += len(k) + len(v)
         if chars > MAX_METADATA_CHARS:
             return _field("metadata", f"must be at most {MAX_METADATA_CHARS} characters in total")
+        strings = metadata
 
-    click_id = record.get("clickId") or None  # "" is treated as absent (contract section 2)
+    click = click_id or None  # "" is treated as absent (contract section 2)
     deferred = mode == DEFERRED
-    if deferred and click_id is None:
+    if deferred and click is None:
         return Invalid(DeadLetterReason.MISSING_CLICK_ID, "mode deferred needs a clickId")
-    return LeadEvent(
-        customer_external_id=record["customerExternalId"],
-        event_name=record["eventName"],
-        click_id=click_id,
-        deferred=deferred,
-        timestamp_ms=timestamp_ms,
-        customer_name=record.get("customerName"),
-        customer_email=email,
-        customer_avatar=avatar,
-        metadata=metadata,
-    )
+    return LeadEvent(cid, event_name, click, deferred, timestamp_ms, name, email, avatar, strings)

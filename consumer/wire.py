@@ -9,7 +9,7 @@ layout below (checked when the codecs are built); tests compare its bytes with f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from consumer.model import AttributedLead
 from consumer.varint import uvarint, zigzag
@@ -36,9 +36,9 @@ def _zigzag(n: int) -> bytes:
     return uvarint(zigzag(n))
 
 
-_SMALL = tuple(_zigzag(n) for n in range(1024))  # lengths of almost every string
-_NULL = b"\x00"
-_SECOND = b"\x02"  # union branch 1 (the non-null one), zigzag-encoded
+_SMALL: Final = tuple(_zigzag(n) for n in range(1024))  # lengths of almost every string
+_NULL: Final = b"\x00"
+_SECOND: Final = b"\x02"  # union branch 1 (the non-null one), zigzag-encoded
 
 
 def _long(n: int) -> bytes:

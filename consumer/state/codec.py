@@ -16,21 +16,22 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable, Iterator, Mapping
+from typing import Final
 
 from consumer.model import AttributedLead, Decision
 from consumer.reasons import DeadLetterReason, DuplicateKind
 from consumer.state.model import EMPTY, CustomerState, HeldVerification, Item, PendingLead
 from consumer.varint import unzigzag, uvarint, zigzag
 
-_STATE_VERSION = 4
-_JSON_STATE_VERSION = 3
+_STATE_VERSION: Final = 4
+_JSON_STATE_VERSION: Final = 3
 _decode_json = json.JSONDecoder().decode
 
 # Metadata keys written as one byte (their index + 1; 0 = a key spelled out). Append only: the
 # position is the storage format.
-_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id")
-_KEY_CODE = {key: bytes((i + 1,)) for i, key in enumerate(_KEYS)}
-_BYTE = [bytes((n,)) for n in range(128)]
+_KEYS: Final = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id")
+_KEY_CODE: Final = {key: bytes((i + 1,)) for i, key in enumerate(_KEYS)}
+_BYTE: Final = [bytes((n,)) for n in range(128)]
 
 
 def _uvarint(n: int) -> bytes:
@@ -262,8 +263,8 @@ def _decode_json_state(blob: bytes) -> CustomerState:
 # An attributed decision stores the AttributedLead record bytes exactly as published, so a replay
 # re-publishes them byte for byte and the normal path pays no second encoding. Layout:
 #   version, kind, then "\x00"-separated fields; for "A" the last field is the raw record bytes.
-_JOURNAL_VERSION = b"\x02"
-_SEP = b"\x00"
+_JOURNAL_VERSION: Final = b"\x02"
+_SEP: Final = b"\x00"
 
 
 def encode_journal(decision: Decision, lead_record: bytes | None) -> bytes:
@@ -319,7 +320,7 @@ def decode_journal(
 
 # In Redis, the journal entries of one batch write and input partition share one hash field:
 # each entry framed as (offset: signed 64-bit, length: unsigned 32-bit, big-endian) + entry.
-_FRAME = struct.Struct(">qI")
+_FRAME: Final = struct.Struct(">qI")
 
 
 def frame_journal(offset: int, entry: bytes) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Final
 
 
 @dataclass(slots=True, init=False)
@@ -162,7 +163,7 @@ class CustomerState:
         return None
 
 
-EMPTY = CustomerState()
+EMPTY: Final = CustomerState()
 
 
 PartitionKey = tuple[str, int]  # (topic, partition) of input records

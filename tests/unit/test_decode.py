@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 
 from consumer.avro import Codec, decode, encode, has_layout, load_schema, schema_text
 from consumer.decode import LAYOUT, Unusual, read_lead_event
+from consumer.model import SourceRecord
+from consumer.pipeline import parse
+from consumer.validate import validate
 
 SCHEMA = load_schema("lead_event")
 text = st.text(max_size=300)
@@ -126,3 +129,34 @@ def test_unusual_encodings_go_to_fastavro_through_the_codec() -> None:
         read_lead_event(plain + b"\x00")
     with pytest.raises(ValueError, match="trailing bytes"):
         Codec("lead_event").decode(plain + b"\x00")
+
+
+# Plausible field values, valid and not, so that records reach every rule of consumer/validate.py.
+def _values(*choices: Any) -> st.SearchStrategy[Any]:
+    return st.sampled_from(choices) | st.none() | text
+
+
+plausible = st.fixed_dictionaries(
+    {
+        "customerExternalId": st.sampled_from(["usr_1", "", "x" * 101, " c "]) | text,
+        "eventName": st.sampled_from(["signup", "", "e" * 256]) | text,
+        "clickId": _values("click-1", "", "c" * 101, "8a1e5f0c-3b1d-4c2e-9f6a-0d4b7e2c1a93"),
+        "mode": _values("deferred", "later", ""),
+        "timestamp": _values("2026-11-26T10:00:00Z", "2026-11-26T10:00:00.123+02:00", "2026-11-26", "x"),
+        "customerName": _values("Ann", "n" * 101),
+        "customerEmail": _values("ann@example.com", "a@b", "a" * 90 + "@example.com"),
+        "customerAvatar": _values("https://cdn.example.com/a.png?s=1", "ftp://x/a", "https://"),
+        "metadata": st.none() | st.dictionaries(text, text, max_size=5) | st.just({"k": "v" * 10_000}),
+    }
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(plausible)
+def test_the_pipeline_reads_and_judges_fields_as_fastavro_and_validate_do(record: dict[str, Any]) -> None:
+    """parse() reads the plain layout's fields without a dict (read_fields + validate_fields):
+    the same LeadEvent, or the same dead-letter reason and detail, as validate() of fastavro's dict."""
+    data = encode(SCHEMA, record)
+    codec = Codec("lead_event")
+    assert codec.reads_fields
+    assert parse(codec, SourceRecord("t", 0, 0, None, data)) == validate(decode(SCHEMA, data))
