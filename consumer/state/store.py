@@ -36,18 +36,20 @@ its partitions against it, and the pipeline refuses a batch that starts below it
 per topic id, so a topic deleted and created again starts without one. It is cleared only by an
 operator who means to replay (`leadattr clear-offset-floor`, after stopping the consumers).
 
-A batch costs four commands. The read is one pipeline: clean-ups still queued (after an error),
-one MGET of every state, one HGETALL per input partition and one ZMSCORE of the floor. The write
-is one script: a compare-and-set per customer plus, for the customers that applied, one journal
-field per partition, one RPUSH per wake second and the counters; it is sent ahead (send_write)
-and its reply read in the run loop's next round. After the Kafka commit, the commit thread raises
-the floor at once (raise_floor, ZADD GT), and one script raises it again and deletes the batch's
-journal fields. A few commands per batch rather than several per customer is what keeps both the
-Python client and Redis cheap (docs/performance.md).
+A batch costs three round trips' worth of commands, and the run loop waits for none of them
+alone. The read is one pipeline: the clean-ups queued since the last one (one script that raises
+the floor again and deletes committed journal fields), one MGET of every state, one HGETALL per
+input partition and one ZMSCORE of the floor. The write is one script: a compare-and-set per
+customer plus, for the customers that applied, one journal field per partition, one RPUSH per wake
+second and the counters; it is sent ahead (send_write) and its reply read in the run loop's next
+round. After the Kafka commit, the commit thread raises the floor at once (raise_floor, ZADD GT,
+its reply read later). A few commands per batch rather than several per customer is what keeps
+both the Python client and Redis cheap (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,7 +138,8 @@ class StateStore(Protocol):
 
     def raise_floor(self, offsets: Mapping[PartitionKey, int]) -> None:
         """Raise the floor at once, on its own (never lowers it): called by the commit thread the
-        moment a commit is confirmed, while the run loop may be using the store (no queue)."""
+        moment a commit is confirmed, while the run loop may be using the store (no queue). It
+        need not wait for Redis, but what reads the floor next through this store sees it."""
         ...
 
     def floors(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
@@ -206,6 +209,9 @@ class RedisStore:
         self._topic_ids: dict[str, str] = {}
         self._queued_forget: dict[PartitionKey, list[str]] = {}
         self._queued_acks: list[tuple[Wake, int]] = []
+        # Connections whose ZADD (raise_floor, on the commit thread) awaits its reply being read.
+        self._unread: list[Any] = []
+        self._unread_lock = threading.Lock()
         self.wake_key = f"{prefix}:wake"
         self.legacy_index_key = f"{prefix}:deadlines"
         self.pending_key = f"{prefix}:pending"
@@ -231,6 +237,7 @@ class RedisStore:
         return f"{self.wake_key}:{second}"
 
     def read(self, cids: Collection[str], journal_from: Mapping[PartitionKey, int]) -> Reading:
+        self._read_floor_replies()
         if not cids and not journal_from and not self._queued_forget and not self._queued_floor:
             return Reading({})
         pipe = self._r.pipeline(transaction=False)
@@ -305,16 +312,50 @@ class RedisStore:
             self._queued_floor[member] = max(offset, self._queued_floor.get(member, offset))
 
     def raise_floor(self, offsets: Mapping[PartitionKey, int]) -> None:
-        if offsets:
-            self._r.zadd(self.committed_key, {self._member(p): o for p, o in offsets.items()}, gt=True)
+        """ZADD GT, sent without waiting for its reply: Redis runs it after the batch write it is
+        busy with (a script of ~20 ms at full load), and the commit thread waiting for that held up
+        every batch (make bench, docs/performance.md). Redis runs what it has received even if this
+        process dies next. The reply is read before this store next reads or writes the floor, so
+        those see the floor raised."""
+        if not offsets:
+            return
+        scores: list[str | int] = []
+        for partition, offset in offsets.items():
+            scores += [offset, self._member(partition)]
+        pool = self._r.connection_pool
+        connection: Any = pool.get_connection()
+        try:
+            connection.send_command("ZADD", self.committed_key, "GT", *scores)
+        except BaseException:
+            connection.disconnect()
+            pool.release(connection)
+            raise
+        with self._unread_lock:
+            self._unread.append(connection)
+
+    def _read_floor_replies(self) -> None:
+        """The replies raise_floor left unread. A failed one is not retried here: note_committed
+        queued the same floor, sent with the next read."""
+        with self._unread_lock:
+            unread, self._unread = self._unread, []
+        pool = self._r.connection_pool
+        for connection in unread:
+            try:
+                connection.read_response()
+            except redis.RedisError:
+                connection.disconnect()  # a reply may still be on the way: never reuse it
+            finally:
+                pool.release(connection)
 
     def floors(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        self._read_floor_replies()
         if not partitions:
             return {}
         scores = self._r.zmscore(self.committed_key, [self._member(p) for p in partitions])
         return {p: int(score) for p, score in zip(partitions, scores, strict=True) if score is not None}
 
     def forget_committed(self, partitions: Sequence[PartitionKey]) -> None:
+        self._read_floor_replies()
         for partition in partitions:
             self._queued_floor.pop(self._member(partition), None)
         self._r.zrem(self.committed_key, *(self._member(p) for p in partitions))
@@ -327,6 +368,7 @@ class RedisStore:
 
     def committed_floor(self) -> dict[str, int]:
         """The floor as stored, "<topic>:<partition>@<topic id>" -> offset (for the operator command)."""
+        self._read_floor_replies()
         pairs: list[tuple[bytes, float]] = self._r.zrange(self.committed_key, 0, -1, withscores=True)  # type: ignore[assignment]
         return {member.decode(): int(score) for member, score in pairs}
 
@@ -375,6 +417,7 @@ class RedisStore:
         self._queued_acks = []
 
     def due(self, now_ms: int, limit: int) -> list[Wake]:
+        self._read_floor_replies()
         pipe = self._r.pipeline(transaction=False)
         self._queued_into(pipe)  # an idle consumer still forgets what it committed
         keys = [self.wake_key, self.legacy_index_key]
@@ -403,6 +446,7 @@ class RedisStore:
         self._r.ping()
 
     def flush_queued(self) -> None:
+        self._read_floor_replies()
         pipe = self._r.pipeline(transaction=False)
         if self._queued_into(pipe):
             pipe.execute()

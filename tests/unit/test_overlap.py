@@ -142,7 +142,9 @@ class FakeStore:
         self.log.add(f"forget {sorted(p for _t, p in entries)}")
 
     def flush_queued(self) -> None:
-        return None
+        # Logged: a committed batch must not wait for Redis to send its clean-ups (they ride on
+        # the next read); only a revoke (and an outcome settled by asking) sends them at once.
+        self.log.add("flush queued")
 
 
 def _setup(
@@ -227,6 +229,7 @@ def test_revoked_partitions_commit_the_batch_in_flight_first() -> None:
         "commit 0:12 (2 records)",
         "floor 0:12",
         "forget [0]",
+        "flush queued",  # the next owner checks its start against the floor: sent before leaving
     ]
 
 
