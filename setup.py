@@ -29,6 +29,7 @@ COMPILED = [
     "consumer/state/codec.py",
     "consumer/state/transition.py",
     "consumer/state/command.py",
+    "consumer/tally.py",
     "consumer/wire.py",
     "consumer/publish.py",
     "consumer/pipeline.py",

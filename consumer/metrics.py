@@ -6,9 +6,12 @@ is created at import so panels show 0 instead of "no data" on a fresh instance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, RebalanceEvent, UnlinkedReason
+from consumer.tally import buckets
 
 # `*_created` samples double the series count and no panel or alert uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -87,6 +90,20 @@ SWEEP_DURATION = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
     registry=REGISTRY,
 )
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """histogram.observe(value) for each of ``values``, with one increment per bucket: the
+    Histogram keeps a value per bucket and a sum, and observe() adds to one bucket and the sum
+    (tests/unit/test_tally.py checks the exposition is the same as observe()'s, value by value)."""
+    if not values:
+        return
+    upper_bounds = histogram._upper_bounds
+    counts, total = buckets(values, upper_bounds)
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def _initialise() -> None:

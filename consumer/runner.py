@@ -60,8 +60,7 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -86,9 +85,10 @@ from consumer.pipeline import (
     source_records,
 )
 from consumer.publish import OutputCodecs
-from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, RebalanceEvent
+from consumer.reasons import RebalanceEvent
 from consumer.state.store import StateStore
 from consumer.stats import partition_lag
+from consumer.tally import latencies_s, tally
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -515,9 +515,7 @@ class Runner:
         metrics.EVENTS_CONSUMED.inc(len(sources))
         metrics.BATCH_SIZE.observe(len(sources))
         _count(result.decisions)
-        for output in result.outputs:
-            if output.source_timestamp_ms is not None:
-                metrics.PROCESSING_LATENCY.observe(max(0.0, now - output.source_timestamp_ms / 1000))
+        metrics.observe_many(metrics.PROCESSING_LATENCY, latencies_s(result.outputs, now))
         metrics.LAST_PROCESSED.set(now)
         oldest = min((s.timestamp_ms for s in sources if s.timestamp_ms is not None), default=None)
         metrics.CONSUMER_LAG_SECONDS.set(max(0.0, now - oldest / 1000) if oldest is not None else 0)
@@ -674,26 +672,14 @@ def _has_label(partition: int) -> bool:
     )
 
 
-def _count(decisions: Iterable[Decision | Invalid]) -> None:
-    """A batch's decisions into the counters: summed per label first, since a labelled
-    increment costs more than the sum (it looks up and locks the child)."""
-    dead_letters: Counter[DeadLetterReason] = Counter()
-    duplicates: Counter[DuplicateKind] = Counter()
-    attributed: Counter[Mode] = Counter()
-    for decision in decisions:
-        if isinstance(decision, Invalid):
-            dead_letters[decision.reason] += 1
-        elif decision.dead_letter is not None:
-            dead_letters[decision.dead_letter] += 1
-        elif decision.duplicate is not None:
-            duplicates[decision.duplicate] += 1
-        elif decision.attributed is not None:
-            attributed[decision.attributed.mode] += 1
-            if decision.verification_delay_ms is not None:
-                metrics.VERIFICATION_DELAY.observe(decision.verification_delay_ms / 1000)
-    for reason, n in dead_letters.items():
+def _count(decisions: Sequence[Decision | Invalid]) -> None:
+    """A batch's decisions into the counters, summed per label first (consumer/tally.py): a
+    labelled increment costs more than the sum (it looks up and locks the child)."""
+    counts = tally(decisions)
+    for reason, n in counts.dead_letters.items():
         metrics.DEAD_LETTER.labels(reason=reason.value).inc(n)
-    for kind, n in duplicates.items():
+    for kind, n in counts.duplicates.items():
         metrics.DUPLICATES.labels(kind=kind.value).inc(n)
-    for mode, n in attributed.items():
+    for mode, n in counts.attributed.items():
         metrics.ATTRIBUTED.labels(mode=mode.value).inc(n)
+    metrics.observe_many(metrics.VERIFICATION_DELAY, counts.verification_delays_s)
