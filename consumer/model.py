@@ -21,7 +21,7 @@ from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReas
 
 # Fixed namespace for leadId: changing it would re-key every lead downstream.
 LEAD_ID_NAMESPACE = uuid.UUID("6f1c1d2e-8a39-4a53-9f0e-6b3c9a4f2d10")
-_NAMESPACE_BYTES: Final = LEAD_ID_NAMESPACE.bytes
+_NAMESPACE_SHA1: Final = hashlib.sha1(LEAD_ID_NAMESPACE.bytes)  # noqa: S324 - UUIDv5 is SHA-1 by definition
 
 
 def lead_id(cid: str, click_id: str | None, event_name: str, reason: str = "") -> str:
@@ -32,7 +32,9 @@ def lead_id(cid: str, click_id: str | None, event_name: str, reason: str = "") -
     """
     name = f"{len(cid)}:{cid}{len(click_id or '')}:{click_id or ''}{len(event_name)}:{event_name}{len(reason)}:{reason}"
     # uuid.uuid5, spelled out: the UUID object it builds cost more than the hash (profiled).
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])  # noqa: S324 - UUIDv5 is SHA-1 by definition
+    sha = _NAMESPACE_SHA1.copy()  # the namespace hashed once: no lookup of SHA-1 by name per lead
+    sha.update(name.encode())
+    digest = bytearray(sha.digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()

@@ -16,11 +16,14 @@ from typing import Final
 
 from consumer.state.model import PartitionKey, Write
 
+# Each argument is written as the line end of what came before it, its header and its bytes:
+# "\r\n$<length>\r\n" + value (the first one's "\r\n" ends the "*<count>" line, and one more ends
+# the command). Two parts per argument rather than three: the join copies ~40,000 parts a batch.
 _CRLF: Final = b"\r\n"
-# Bulk string headers ("$<length>\r\n") of the lengths nearly every argument has.
-_HEADS: Final = [b"$%d\r\n" % n for n in range(4096)]
-# Whole bulk strings of the small numbers (counter deltas, wake list and partition numbers).
-_NUMBERS: Final = [b"$%d\r\n%d\r\n" % (len(b"%d" % n), n) for n in range(1024)]
+# "\r\n$<length>\r\n" for the lengths nearly every argument has.
+_HEADS: Final = [b"\r\n$%d\r\n" % n for n in range(4096)]
+# The small numbers (counter deltas, wake list and partition numbers), header included: one part.
+_NUMBERS: Final = [b"\r\n$%d\r\n%d" % (len(b"%d" % n), n) for n in range(1024)]
 
 
 def wake_second(wake_ms: int) -> int:
@@ -53,9 +56,8 @@ class _Packer:
 
     def data(self, value: bytes) -> None:
         size = len(value)
-        self.parts.append(_HEADS[size] if size < 4096 else b"$%d\r\n" % size)
+        self.parts.append(_HEADS[size] if size < 4096 else b"\r\n$%d\r\n" % size)
         self.parts.append(value)
-        self.parts.append(_CRLF)
         self.count += 1
 
     def text(self, value: str) -> None:
@@ -69,7 +71,8 @@ class _Packer:
             self.data(b"%d" % value)
 
     def packed(self) -> bytes:
-        return b"*%d\r\n" % self.count + b"".join(self.parts)
+        self.parts.append(_CRLF)
+        return b"*%d" % self.count + b"".join(self.parts)
 
 
 def apply_command(

@@ -156,10 +156,27 @@ class CustomerState:
         """When the expiry sweeper must next look at this customer: when its first item falls due
         or, with no item left, when its last dedupe mark lapses and the state can be deleted.
         None for an empty state (it is not stored)."""
-        if self.pending or self.held:
-            return min(item.due_ms for item in self.items())
+        # Plain loops: this runs twice for every state written (consumer/state/transition.py), and
+        # compiled, a generator and a tuple per call cost more than the comparisons.
+        found = False
+        wake = 0
+        for p in self.pending:
+            due = p.due_ms
+            if not found or due < wake:
+                found, wake = True, due
+        for h in self.held:
+            due = h.due_ms
+            if not found or due < wake:
+                found, wake = True, due
+        if found:
+            return wake
         if self.done or self.verified_until_ms:
-            return max(max(self.done.values(), default=0), self.verified_until_ms)
+            latest = 0  # max(self.done.values(), default=0)
+            first = True
+            for until in self.done.values():
+                if first or until > latest:
+                    first, latest = False, until
+            return max(latest, self.verified_until_ms)
         return None
 
 
