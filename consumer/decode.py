@@ -26,6 +26,7 @@ LAYOUT: tuple[tuple[str, Any], ...] = (
     ("customerAvatar", ["null", "string"]),
     ("metadata", ["null", {"type": "map", "values": "string"}]),
 )
+_NAMES: Final = tuple(name for name, _ in LAYOUT)
 # A long takes at most 10 bytes; lengths here are far below 2^28 (4 bytes) in any sane record.
 _MAX_LENGTH_BYTES: Final = 4
 
@@ -43,7 +44,7 @@ Fields = tuple[
 
 def read_lead_event(data: bytes) -> dict[str, Any]:
     """The record as fastavro returns it: every field present, None for a null branch."""
-    return dict(zip([name for name, _ in LAYOUT], read_fields(data), strict=True))
+    return dict(zip(_NAMES, read_fields(data), strict=True))
 
 
 def read_fields(data: bytes) -> Fields:

@@ -31,21 +31,17 @@ _decode_json = json.JSONDecoder().decode
 # position is the storage format.
 _KEYS: Final = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id")
 _KEY_CODE: Final = {key: bytes((i + 1,)) for i, key in enumerate(_KEYS)}
-_BYTE: Final = [bytes((n,)) for n in range(128)]
-
-
-def _uvarint(n: int) -> bytes:
-    return _BYTE[n] if n < 0x80 else uvarint(n)
+_VERSION_BYTE: Final = bytes((_STATE_VERSION,))
 
 
 def _svarint(n: int) -> bytes:
-    return _uvarint(zigzag(n))
+    return uvarint(zigzag(n))
 
 
 def _text(value: str) -> bytes:
     raw = value.encode()
     size = len(raw)
-    return (_BYTE[size] if size < 0x80 else _uvarint(size)) + raw
+    return uvarint(size) + raw
 
 
 def _optional_text(value: str | None) -> bytes:
@@ -53,11 +49,11 @@ def _optional_text(value: str | None) -> bytes:
         return b"\x00"
     raw = value.encode()
     size = len(raw) + 1
-    return (_BYTE[size] if size < 0x80 else _uvarint(size)) + raw
+    return uvarint(size) + raw
 
 
 def _optional_time(value: int | None) -> bytes:
-    return b"\x00" if value is None else _uvarint(zigzag(value) + 1)
+    return b"\x00" if value is None else uvarint(zigzag(value) + 1)
 
 
 def _click_id(value: str) -> bytes:
@@ -78,7 +74,7 @@ def _click_id(value: str) -> bytes:
 def _metadata(value: Mapping[str, str] | None) -> bytes:
     if value is None:
         return b"\x00"
-    parts = [_uvarint(len(value) + 1)]
+    parts = [uvarint(len(value) + 1)]
     for key, item in value.items():
         code = _KEY_CODE.get(key)
         parts.append(code if code is not None else b"\x00" + _text(key))
@@ -101,16 +97,16 @@ def _item_into(parts: list[bytes], item: Item, timestamp: int | None) -> None:
 def encode_state(state: CustomerState) -> bytes:
     # Field order is the storage format: a new field means a new version, never a reorder.
     # Appended part by part: compiled, tuples built to extend the list cost more than the parts.
-    parts = [_BYTE[_STATE_VERSION], _uvarint(len(state.pending))]
+    parts = [_VERSION_BYTE, uvarint(len(state.pending))]
     for p in state.pending:
         parts.append(_click_id(p.click_id))
         parts.append(_text(p.event_name))
         _item_into(parts, p, p.event_timestamp_ms)
-    parts.append(_uvarint(len(state.held)))
+    parts.append(uvarint(len(state.held)))
     for h in state.held:
         parts.append(_text(h.event_name))
         _item_into(parts, h, h.verified_timestamp_ms)
-    parts.append(_uvarint(len(state.done)))
+    parts.append(uvarint(len(state.done)))
     for name, until in state.done.items():
         parts.append(_text(name))
         parts.append(_svarint(until))
@@ -248,7 +244,7 @@ def _decode_binary(blob: bytes) -> tuple[CustomerState, int]:
 
 def is_current(blob: bytes) -> bool:
     """Written in this release's encoding (not an earlier one's)."""
-    return blob[:1] == _BYTE[_STATE_VERSION]
+    return blob[:1] == _VERSION_BYTE
 
 
 def _decode_json_state(blob: bytes) -> CustomerState:
