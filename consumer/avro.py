@@ -125,6 +125,10 @@ class Codec:
                 return self._hand_read(data)
             except hand.Unusual:
                 pass  # fastavro judges it, as it always did
+        return self.decode_generic(data)
+
+    def decode_generic(self, data: bytes) -> Any:
+        """fastavro's reading, without the hand-written reader (what it refused goes here)."""
         if self._registry is None:
             return decode(self.schema, data)
         if len(data) < _HEADER.size or data[0] != _MAGIC:

@@ -98,6 +98,7 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     (tests/unit/test_tally.py checks the exposition is the same as observe()'s, value by value)."""
     if not values:
         return
+    # prometheus_client's own attributes: it has no public way to add many observations at once.
     upper_bounds = histogram._upper_bounds
     counts, total = buckets(values, upper_bounds)
     histogram._sum.inc(total)

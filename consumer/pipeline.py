@@ -127,15 +127,16 @@ def source_records(messages: Sequence[Message]) -> tuple[list[SourceRecord], lis
 
 
 def parse(decoder: Codec, source: SourceRecord) -> LeadEvent | Invalid:
+    decode = decoder.decode
     if decoder.reads_fields:  # the plain LeadEvent layout: fields straight from the bytes
         try:
             cid, name, click, mode, timestamp, customer, email, avatar, metadata = read_fields(source.value)
         except Unusual:
-            pass  # fastavro judges it, as it always did
+            decode = decoder.decode_generic  # fastavro judges it, as it always did
         else:
             return validate_fields(cid, name, click, mode, timestamp, customer, email, avatar, metadata)
     try:
-        record = decoder.decode(source.value)
+        record = decode(source.value)
     except OSError:
         raise  # a schema registry outage is not the record's fault: let the run loop retry
     except Exception as error:
@@ -158,7 +159,6 @@ class BatchProcessor:
         self._windows = windows
         self._decoder = decoder
         self._codecs = codecs
-        self._settings_topic = codecs.settings.attributed_topic
         self._clock = clock
         # Journal fields written by this process: unique across processes and batches.
         self._token = os.urandom(4).hex()
@@ -301,10 +301,5 @@ class BatchProcessor:
             )
         if outcome.attributed is not None:
             assert record is not None
-            return Output(
-                self._settings_topic,
-                outcome.attributed.customer_external_id.encode(),
-                record,
-                source.timestamp_ms,
-            )
+            return self._codecs.attributed_output(outcome.attributed, record, source.timestamp_ms)
         return None

@@ -58,12 +58,12 @@ class OutputCodecs:
         # copy of every record cost more than the header ever adds.
         self._attributed_header = self.attributed.frame(b"")
 
-    def attributed_output(self, lead: AttributedLead, source_timestamp_ms: int | None) -> Output:
+    def attributed_output(
+        self, lead: AttributedLead, value: bytes, source_timestamp_ms: int | None
+    ) -> Output:
+        """The record to publish for ``lead``, whose bytes (attributed_value) are ``value``."""
         return Output(
-            self.settings.attributed_topic,
-            lead.customer_external_id.encode(),
-            self.attributed_value(lead),
-            source_timestamp_ms,
+            self.settings.attributed_topic, lead.customer_external_id.encode(), value, source_timestamp_ms
         )
 
     def attributed_value(self, lead: AttributedLead) -> bytes:

@@ -93,7 +93,7 @@ def test_states_written_by_0_1_are_still_read() -> None:
 def test_journal_round_trip_keeps_the_published_bytes() -> None:
     codecs = OutputCodecs(Settings())
     lead = AttributedLead("id", "cid", "k", "e", Mode.DEFERRED, "v", "n", None, None, {"a": "b"}, 1, None, 77)
-    record = codecs.attributed_output(lead, None).value
+    record = codecs.attributed_value(lead)
     decision = Decision(attributed=lead, verification_delay_ms=5, decided_at_ms=77)
     assert decode_journal(encode_journal(decision, record), codecs.decode_attributed) == (decision, record)
     for other in (
