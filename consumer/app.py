@@ -50,6 +50,11 @@ def consumer_config(config: Config, runner_callbacks: dict[str, Any]) -> dict[st
         # and keeps the process under its memory budget (make bench: peak RSS 158 -> 108 MB).
         "queued.min.messages": 5000,
         "queued.max.messages.kbytes": 16384,
+        # Once a partition holds queued.min.messages, librdkafka looks again only after this long
+        # (default 1000 ms). At 17,000+ events/s the queue drained within that second and the loop
+        # sat in poll(): 11.6 % of its wall time in a drain (py-spy), 10-21 % in a bare consume loop
+        # at 20,000/s (docs/performance.md). Looking again sooner costs a timer, not a request.
+        "fetch.queue.backoff.ms": 20,
         # A fetch is answered when 64 KB are there or after 10 ms, not at every record: at 5,000
         # events/s the broker otherwise answers a fetch per producer request (~350/s), and on a
         # broker short of CPU that showed in every latency (make bench, four alternating runs each:

@@ -85,3 +85,15 @@ def test_cli_exits_with_one_line(tmp_path: Path) -> None:
         "leadattr: invalid setting LEADS_PENDING_TTL_SECONDS: Input should be a valid number, "
         "unable to parse string as a number (got 'soon')"
     ]
+
+
+def test_a_full_fetch_queue_is_looked_at_again_soon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka's default waits 1 s before fetching for a partition whose queue was full; at
+    bench rates the queue drained within that second and the loop waited in poll()
+    (docs/performance.md). The setting stays overridable like the fetch sizes."""
+    from consumer.app import consumer_config  # noqa: PLC0415 - builds nothing, reads the config
+
+    monkeypatch.delenv("LEADS_KAFKA_FETCH_QUEUE_BACKOFF_MS", raising=False)
+    assert consumer_config(Config.load(env_file=None), {})["fetch.queue.backoff.ms"] == 20
+    monkeypatch.setenv("LEADS_KAFKA_FETCH_QUEUE_BACKOFF_MS", "500")
+    assert consumer_config(Config.load(env_file=None), {})["fetch.queue.backoff.ms"] == "500"
