@@ -5,9 +5,10 @@
 -- states, every stored state has an entry for its wake time, and a replay finds the decisions
 -- behind every state.
 --
--- One call carries a whole batch, and the work shared by its customers is done once: one HSET per
--- input partition, one RPUSH (and ZADD) per wake second, one INCRBY per counter (per-customer
--- commands cost most of the time Redis spent on a batch; docs/performance.md).
+-- One call carries a whole batch, and the work shared by its customers is done once: one MGET and
+-- one MSET per 2,000 customers, one HSET per input partition, one RPUSH (and ZADD) per wake second,
+-- one INCRBY per counter (per-customer commands cost most of the time Redis spent on a batch;
+-- docs/performance.md).
 --
 -- KEYS: 1 wake zset, 2 pending counter, 3 held counter, 4 .. 3+P journal hash of each input
 --       partition, 4+P .. 3+P+W wake list of each wake second, then the state key of each customer.
@@ -25,17 +26,30 @@ for w = 1, seconds do wakes[w] = {} end
 local pending, held = 0, 0
 local results = {}
 local a = 5 + partitions + seconds
+-- Lua's unpack is bounded by the C stack (8000 slots in Redis): multi-key commands go in chunks.
+local CHUNK = 4000
+
+-- Every state is read up front and the new ones written at the end, a few multi-key commands in
+-- all: a command called from Lua costs ~3 us beyond its own work (argument objects, lookup,
+-- statistics, AOF propagation), a third of the script's time as a GET and a SET per customer.
+-- ``latest`` keeps the compare-and-set sequential should a customer appear twice in one call (the
+-- run loop writes one state per customer; the store's contract allows more).
+local first_state = 3 + partitions + seconds
+local currents = {}
+for s = 1, customers, CHUNK do
+  local got = redis.call('MGET', unpack(KEYS, first_state + s, first_state + math.min(s + CHUNK - 1, customers)))
+  for i = 1, #got do currents[s + i - 1] = got[i] end
+end
+local latest, written = {}, {}
 
 for c = 1, customers do
-  local key = KEYS[3 + partitions + seconds + c]
-  local current = redis.call('GET', key) or ''
   local n_journal = tonumber(ARGV[a + 6])
+  local key = KEYS[first_state + c]
+  local current = latest[key]
+  if current == nil then current = currents[c] or '' end
   if current == ARGV[a] then
-    if ARGV[a + 1] == '' then
-      redis.call('DEL', key)
-    else
-      redis.call('SET', key, ARGV[a + 1])
-    end
+    if latest[key] == nil then written[#written + 1] = key end
+    latest[key] = ARGV[a + 1]
     pending = pending + tonumber(ARGV[a + 2])
     held = held + tonumber(ARGV[a + 3])
     local wake = tonumber(ARGV[a + 4])
@@ -54,14 +68,29 @@ for c = 1, customers do
   a = a + 7 + 2 * n_journal
 end
 
+local sets, dels = {}, {}
+for _, key in ipairs(written) do
+  local value = latest[key]
+  if value == '' then
+    dels[#dels + 1] = key
+  else
+    sets[#sets + 1] = key
+    sets[#sets + 1] = value
+  end
+end
+for s = 1, #sets, CHUNK do  -- CHUNK is even: a chunk never splits a key from its value
+  redis.call('MSET', unpack(sets, s, math.min(s + CHUNK - 1, #sets)))
+end
+for s = 1, #dels, CHUNK do
+  redis.call('DEL', unpack(dels, s, math.min(s + CHUNK - 1, #dels)))
+end
+
 for p = 1, partitions do
   if #fragments[p] > 0 then
     redis.call('HSET', KEYS[3 + p], ARGV[4 + p], table.concat(fragments[p]))
     redis.call('PEXPIREAT', KEYS[3 + p], ARGV[4])
   end
 end
--- Lua's unpack is bounded by the C stack (8000 slots in Redis): send members in chunks.
-local CHUNK = 4000
 for w = 1, seconds do
   local cids = wakes[w]
   if #cids > 0 then

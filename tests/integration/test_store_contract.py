@@ -51,6 +51,22 @@ def test_compare_and_set(store: StateStore) -> None:
     assert store.read(["c1"], {}).states == {"c1": None}
 
 
+def test_a_customer_written_twice_in_one_call_is_compared_and_set_in_order(store: StateStore) -> None:
+    # apply.lua reads every state up front and writes the last value of each at the end: a customer
+    # that appears twice still sees its own earlier write, whichever way (set, delete) it went.
+    assert store.write([Write("d1", None, b"a"), Write("d2", None, b"x")]) == [True, True]
+    calls = [
+        Write("d1", b"a", None),  # delete ...
+        Write("d1", None, b"b"),  # ... then create again: b
+        Write("d2", b"x", b"y"),  # set ...
+        Write("d2", b"y", None),  # ... then delete
+        Write("d3", None, b"c"),  # create ...
+        Write("d3", None, b"lost"),  # ... the second create conflicts
+    ]
+    assert store.write(calls) == [True, True, True, True, True, False]
+    assert store.read(["d1", "d2", "d3"], {}).states == {"d1": b"b", "d2": None, "d3": b"c"}
+
+
 def test_a_write_sent_ahead_applies_as_a_write(store: StateStore) -> None:
     # BatchProcessor.start sends the first write of a batch and reads its reply later (finish).
     reply = store.send_write([Write("c9", None, b"v1", journal={P0: _entries((4, b"d4"))})], {P0: "4:t.0"})
