@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 from consumer.commit import Committer
@@ -23,8 +24,8 @@ def fake_runner(
     overlap: bool = True,
     overlap_min_records: int | None = 1,
 ) -> Runner:
-    """No sweeper and no codecs: these tests never reach the expiry sweep."""
-    return Runner(
+    """No sweeper and no codecs: the timers (expiry sweep, gauges) never come due."""
+    runner = Runner(
         make_consumer=lambda _callbacks: cast(Any, consumer),
         committer=committer,
         store=cast(StateStore, store),
@@ -41,3 +42,5 @@ def fake_runner(
         # 1: every batch overlaps, however small (the tests' batches are); None: the default rule.
         overlap_min_records=overlap_min_records,
     )
+    runner._next_sweep = runner._next_counts = math.inf
+    return runner
