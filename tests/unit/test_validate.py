@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ from consumer.avro import Codec
 from consumer.model import Invalid, LeadEvent, SourceRecord
 from consumer.pipeline import parse
 from consumer.reasons import DeadLetterReason
-from consumer.validate import validate
+from consumer.validate import parse_timestamp, validate
 
 BASE: dict[str, Any] = {
     "customerExternalId": "cust-1",
@@ -127,3 +129,79 @@ def test_avatar_urls() -> None:
     ]
     assert all(valid_avatar(url) for url in good)
     assert not any(valid_avatar(url) for url in bad)
+
+
+def _reference_timestamp(value: str) -> int | None:
+    """The rule as written before the common shape got its own reader (consumer/validate.py)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None or "T" not in value.upper():
+        return None
+    return int(parsed.timestamp() * 1000)
+
+
+_EDGES = [
+    "2026-11-26T10:00:00Z",
+    "2026-11-26T10:00:00.123Z",
+    "2026-11-26T10:00:00.123456+05:30",
+    "2026-11-26T10:00:00.999999-00:00",
+    "2024-02-29T23:59:59.999Z",  # leap day
+    "2023-02-29T00:00:00Z",  # not a leap year
+    "2100-02-29T00:00:00Z",  # nor is 2100
+    "2000-02-29T00:00:00Z",  # but 2000 is
+    "1900-01-01T00:00:00+23:59",
+    "2199-12-31T23:59:59.999999-23:59",
+    "1899-12-31T23:59:59Z",  # outside the reader's years: the general path
+    "2026-11-26T24:00:00Z",
+    "2026-11-26T10:60:00Z",
+    "2026-11-26T10:00:60Z",
+    "2026-13-01T10:00:00Z",
+    "2026-00-01T10:00:00Z",
+    "2026-11-00T10:00:00Z",
+    "2026-11-31T10:00:00Z",
+    "2026-11-26T10:00:00+24:00",
+    "2026-11-26T10:00:00+05:60",
+    "2026-11-26T10:00:00.1Z",
+    "2026-11-26T10:00:00.12345Z",
+    "2026-11-26T10:00:00.1234567Z",
+    "2026-11-26T10:00:00,123Z",
+    "2026-11-26t10:00:00Z",
+    "2026-11-26 10:00:00Z",
+    "2026-11-26T10:00:00z",
+    "2026-11-26T10:00:00+0530",
+    "2026-11-26T10:00:00+05:30:15",
+    "2026-11-26T10:00Z",
+    "2026-11-26T1O:00:00Z",
+    "2026-11-26T10:00:00.12\uff13Z",  # a full-width digit
+    "\uff12026-11-26T10:00:00Z",
+    "2026-11-26T10:00:00.Z",
+    "2026-11-26T10:00:00ZZ",
+    "-026-11-26T10:00:00Z",
+]
+
+
+@pytest.mark.parametrize("value", _EDGES)
+def test_timestamp_edges_agree_with_the_general_rule(value: str) -> None:
+    assert parse_timestamp(value) == _reference_timestamp(value)
+
+
+def test_timestamps_agree_with_the_general_rule() -> None:
+    rng = random.Random(20261127)
+    for _ in range(20_000):
+        moment = datetime(1880, 1, 1, tzinfo=UTC) + timedelta(
+            microseconds=rng.randrange(350 * 365 * 86_400 * 10**6)
+        )
+        offset = timedelta(minutes=rng.randrange(-1439, 1440))
+        text = moment.astimezone(timezone(offset)).isoformat(
+            timespec=rng.choice(["seconds", "milliseconds", "microseconds"])
+        )
+        if offset == timedelta(0) and rng.random() < 0.5:
+            text = text.replace("+00:00", "Z")
+        mutated = text
+        if rng.random() < 0.3:  # one character changed: mostly not a timestamp any more
+            at = rng.randrange(len(text))
+            mutated = text[:at] + rng.choice("0123456789:-+TZ.x ") + text[at + 1 :]
+        assert parse_timestamp(text) == _reference_timestamp(text), text
+        assert parse_timestamp(mutated) == _reference_timestamp(mutated), mutated
