@@ -90,7 +90,7 @@ class FakeProcessor:
         return self.finish(batch)
 
     def prepare(self, sources: Sequence[SourceRecord]) -> Started:
-        return Started(sources, [], {}, {}, {}, "token", 0)
+        return Started(sources, [], {}, {}, {}, "token", 0, set())
 
     def start(self, batch: Started) -> None:
         if self.refuse:

@@ -53,7 +53,7 @@ class FakeProcessor:
         self.on_start: Callable[[str], None] = lambda _name: None
 
     def prepare(self, sources: Sequence[SourceRecord]) -> Started:
-        return Started(sources, [], {}, {}, {}, "token", 0)
+        return Started(sources, [], {}, {}, {}, "token", 0, set())
 
     def start(self, batch: Started) -> None:
         name = _name(batch.sources)
