@@ -83,6 +83,15 @@ def producer_config(config: Config, transactional: bool) -> dict[str, Any]:
         # Only failed deliveries call back into Python: a callback per record cost ~1 us each, and
         # success is what commit_transaction / flush already establish (consumer/commit.py).
         "delivery.report.only.error": True,
+        # A transaction begun right after the last one committed finds the coordinator still
+        # writing that one's markers: AddPartitionsToTxn and AddOffsetsToTxn are refused with
+        # CONCURRENT_TRANSACTIONS until it is done (3-60 ms here). librdkafka retries the
+        # partitions every 20 ms but the offsets after retry.backoff.ms, 100 ms by default: at
+        # 5,000 events/s ~5 batches in 20 s stalled 120-130 ms in send_offsets_to_transaction and
+        # made the exactly_once p99 (librdkafka debug log; docs/performance.md). Retries start at
+        # 10 ms and back off to at most 40 ms; LEADS_KAFKA_RETRY_BACKOFF_MS / _MAX_MS override.
+        "retry.backoff.ms": 10,
+        "retry.backoff.max.ms": 40,
         "logger": _librdkafka_logger("producer"),
         **config.kafka_extra,
     }
