@@ -99,7 +99,9 @@ def test_a_full_fetch_queue_is_looked_at_again_soon(monkeypatch: pytest.MonkeyPa
     assert consumer_config(Config.load(env_file=None), {})["fetch.queue.backoff.ms"] == "500"
 
 
-def test_transactional_requests_are_retried_within_tens_of_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transactional_requests_are_retried_within_tens_of_milliseconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A transaction begun while the last one's markers are still being written is refused with
     CONCURRENT_TRANSACTIONS; librdkafka's default 100 ms before retrying AddOffsetsToTxn stalled
     batches 120-130 ms at 5,000 events/s (docs/performance.md). librdkafka accepts the settings
