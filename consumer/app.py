@@ -85,7 +85,7 @@ def producer_config(config: Config, transactional: bool) -> dict[str, Any]:
         "delivery.report.only.error": True,
         # A transaction begun right after the last one committed finds the coordinator still
         # writing that one's markers: AddPartitionsToTxn and AddOffsetsToTxn are refused with
-        # CONCURRENT_TRANSACTIONS until it is done (3-60 ms here). librdkafka retries the
+        # CONCURRENT_TRANSACTIONS until it is done (20-60 ms in the debug logs). librdkafka retries the
         # partitions every 20 ms but the offsets after retry.backoff.ms, 100 ms by default: at
         # 5,000 events/s ~5 batches in 20 s stalled 120-130 ms in send_offsets_to_transaction and
         # made the exactly_once p99 (librdkafka debug log; docs/performance.md). Retries start at
