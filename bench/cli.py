@@ -16,8 +16,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from bench import jit, phases, report
-from bench.kafka_io import TopicSet, delete_topics
+from bench.kafka_io import TopicSet, delete_topics, restore_broker_configs, set_broker_configs
 from bench.services import REPO, Services
 from bench.workload import Workload, check_encoding, generate
 from consumer import compiled_modules
@@ -83,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=3,
         help="drains per throughput phase; the median is reported, with every run (3)",
+    )
+    parser.add_argument(
+        "--broker-config",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="dynamic broker setting for the whole run, restored afterwards (repeatable), e.g. "
+        "transaction.partition.verification.enable=false: what a broker setting costs",
     )
     parser.add_argument(
         "--no-warmup",
@@ -249,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: --consumer-env takes LEADS_NAME=VALUE, got {item!r}")
             return 2
         extra_env[name] = value
+    broker_configs: dict[str, str] = {}
+    for item in args.broker_config:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"bench: --broker-config takes NAME=VALUE, got {item!r}")
+            return 2
+        broker_configs[name] = value
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:8]
     out: Path = args.out
@@ -271,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency_waits": args.latency_waits,
             "pending": args.pending,
             "consumer_env": extra_env,
+            "broker_config": broker_configs,
             "phases": selected,
             "kafka": services.bootstrap,
             "redis": services.redis_url,
@@ -298,9 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     ctx = phases.Context(
         services, run_id, workdir, args.batch_size, args.batch_wait_ms, args.keep, extra_env=extra_env
     )
+    replaced: dict[str, dict[str, str | None]] = {}
     try:
         services.up()
         broker_pid = services.pids().get("kafka")
+        if broker_configs:
+            try:
+                replaced = set_broker_configs(services.bootstrap, broker_configs)
+            except (ValueError, KafkaException) as error:
+                print(f"bench: --broker-config refused: {error}")
+                return 2
+            print(f"bench: broker settings for this run: {broker_configs}", flush=True)
         if drains:
             generator.join()
             if failures:
@@ -391,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                     result, label, partial(phases.pending_memory, ctx, label, leads, events), broker_pid
                 )
     finally:
+        if replaced:
+            restore_broker_configs(services.bootstrap, replaced)
         if not args.keep:
             delete_topics(services.bootstrap, ctx.topics)
         if not args.keep_services:

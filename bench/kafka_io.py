@@ -10,7 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+
+# The config names are re-exported by confluent_kafka.admin without an __all__, which mypy
+# --strict does not take as an export; they are its documented names.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    ResourceType,
+)
 from confluent_kafka.cimpl import NewTopic
 
 from bench.workload import PUBLISHES_NOW, Event
@@ -80,6 +90,72 @@ def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
             future.result(30)
         except Exception as error:
             print(f"bench: could not delete a topic: {error}", flush=True)
+
+
+def set_broker_configs(bootstrap: str, changes: dict[str, str]) -> dict[str, dict[str, str | None]]:
+    """Dynamic settings on every broker (--broker-config: what a broker setting costs, measured on
+    the same broker as the rest), waiting until each broker reports them. Returns per broker the
+    dynamic values they replaced (None: none, the static or default one applied), for
+    restore_broker_configs. An unknown name raises ValueError, a setting the broker will not change
+    at runtime KafkaException; either way no broker is left changed."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    brokers = [str(b) for b in admin.list_topics(timeout=10).brokers]
+    replaced: dict[str, dict[str, str | None]] = {}
+    try:
+        for broker in brokers:
+            current = _broker_configs(admin, broker)
+            unknown = sorted(set(changes) - set(current))
+            if unknown:
+                raise ValueError(f"broker {broker} has no setting named {', '.join(unknown)}")
+            dynamic = ConfigSource.DYNAMIC_BROKER_CONFIG.value
+            previous = {
+                name: current[name].value if current[name].source == dynamic else None for name in changes
+            }
+            _alter_broker(admin, broker, dict(changes))
+            replaced[broker] = previous  # changed: to be restored, whatever happens next
+            _wait_for_broker(admin, broker, changes)
+    except BaseException:
+        restore_broker_configs(bootstrap, replaced)
+        raise
+    return replaced
+
+
+def restore_broker_configs(bootstrap: str, replaced: dict[str, dict[str, str | None]]) -> None:
+    """Undo set_broker_configs: the dynamic values back, or no dynamic value where there was none."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for broker, previous in replaced.items():
+        _alter_broker(admin, broker, previous)
+
+
+def _broker_configs(admin: AdminClient, broker: str) -> dict[str, Any]:
+    resource = ConfigResource(ResourceType.BROKER, broker)
+    configs: dict[str, Any] = admin.describe_configs([resource])[resource].result(30)
+    return configs
+
+
+def _alter_broker(admin: AdminClient, broker: str, values: dict[str, str | None]) -> None:
+    """SET each value, or DELETE the dynamic one where the value is None."""
+    entries = [
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+        if value is not None
+        else ConfigEntry(name, "", incremental_operation=AlterConfigOpType.DELETE)
+        for name, value in values.items()
+    ]
+    resource = ConfigResource(ResourceType.BROKER, broker, incremental_configs=entries)
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+
+def _wait_for_broker(admin: AdminClient, broker: str, expected: dict[str, str]) -> None:
+    # The broker applies a dynamic setting asynchronously: describing it right after the change
+    # was seen to answer the old value.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        current = _broker_configs(admin, broker)
+        if all(current[name].value == value for name, value in expected.items()):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"broker {broker} did not report {expected} within 15 s")
 
 
 def _producer(bootstrap: str, **extra: Any) -> Any:
