@@ -132,8 +132,11 @@ def rows(report: dict[str, Any]) -> list[Row]:
                 f"{small_peak:.0f} / {small_end:.0f} MB vs {large_peak:.0f} / {large_end:.0f} MB; "
                 f"{large['rss_growth_last_75pct_mb'] or 0:+.1f} MB while its last 75 % of leads arrived",
                 "no growth with pending",
-                large_end <= small_end * 1.15 + 5
-                and (large["rss_growth_last_75pct_mb"] or 0) <= 0.1 * large_end,
+                # Peaks, not the RSS after the run: whether glibc has handed freed memory back by then
+                # differs from run to run (small / large after: 101 / 84 MB in one make bench, 83 / 106
+                # in the next, peaks 101-107 both times), and says nothing about the leads.
+                large_peak <= small_peak * 1.15 + 5
+                and (large["rss_growth_last_75pct_mb"] or 0) <= 0.1 * large_peak,
             )
         )
     for phase in (small, large):
