@@ -225,6 +225,18 @@ def _median_of(repeat: int, label: str, drain: Callable[[str], dict[str, Any]]) 
     return median
 
 
+def _name_values(items: list[str], option: str, form: str, prefix: str = "") -> dict[str, str] | None:
+    """NAME=VALUE items as a dict; None (after saying so) when one is not of that form."""
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not name.startswith(prefix):
+            print(f"bench: {option} takes {form}, got {item!r}")
+            return None
+        values[name] = value
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pipeline"]:
@@ -252,20 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"bench: --latency-waits takes 'default' or integers, got {args.latency_waits!r}")
         return 2
-    extra_env: dict[str, str] = {}
-    for item in args.consumer_env:
-        name, sep, value = item.partition("=")
-        if not sep or not name.startswith("LEADS_"):
-            print(f"bench: --consumer-env takes LEADS_NAME=VALUE, got {item!r}")
-            return 2
-        extra_env[name] = value
-    broker_configs: dict[str, str] = {}
-    for item in args.broker_config:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            print(f"bench: --broker-config takes NAME=VALUE, got {item!r}")
-            return 2
-        broker_configs[name] = value
+    extra_env = _name_values(args.consumer_env, "--consumer-env", "LEADS_NAME=VALUE", "LEADS_")
+    broker_configs = _name_values(args.broker_config, "--broker-config", "NAME=VALUE")
+    if extra_env is None or broker_configs is None:
+        return 2
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:8]
     out: Path = args.out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,17 +101,17 @@ def set_broker_configs(bootstrap: str, changes: dict[str, str]) -> dict[str, dic
     admin = AdminClient({"bootstrap.servers": bootstrap})
     brokers = [str(b) for b in admin.list_topics(timeout=10).brokers]
     replaced: dict[str, dict[str, str | None]] = {}
+    dynamic = ConfigSource.DYNAMIC_BROKER_CONFIG.value
     try:
         for broker in brokers:
             current = _broker_configs(admin, broker)
             unknown = sorted(set(changes) - set(current))
             if unknown:
                 raise ValueError(f"broker {broker} has no setting named {', '.join(unknown)}")
-            dynamic = ConfigSource.DYNAMIC_BROKER_CONFIG.value
             previous = {
                 name: current[name].value if current[name].source == dynamic else None for name in changes
             }
-            _alter_broker(admin, broker, dict(changes))
+            _alter_broker(admin, broker, changes)
             replaced[broker] = previous  # changed: to be restored, whatever happens next
             _wait_for_broker(admin, broker, changes)
     except BaseException:
@@ -133,7 +133,7 @@ def _broker_configs(admin: AdminClient, broker: str) -> dict[str, Any]:
     return configs
 
 
-def _alter_broker(admin: AdminClient, broker: str, values: dict[str, str | None]) -> None:
+def _alter_broker(admin: AdminClient, broker: str, values: Mapping[str, str | None]) -> None:
     """SET each value, or DELETE the dynamic one where the value is None."""
     entries = [
         ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
