@@ -20,19 +20,20 @@ import os
 from setuptools import setup
 
 COMPILED = [
-    "consumer/varint.py",
-    "consumer/decode.py",
+    "consumer/avro/varint.py",
+    "consumer/avro/lead_reader.py",
     "consumer/model.py",
-    "consumer/validate.py",
-    "consumer/attribute.py",
-    "consumer/state/model.py",
+    "consumer/rules/validate.py",
+    "consumer/rules/attribute.py",
+    "consumer/state/customer.py",
+    "consumer/state/keys.py",
     "consumer/state/codec.py",
     "consumer/state/transition.py",
     "consumer/state/command.py",
-    "consumer/tally.py",
-    "consumer/wire.py",
-    "consumer/publish.py",
-    "consumer/pipeline.py",
+    "consumer/processing/tally.py",
+    "consumer/avro/attributed_writer.py",
+    "consumer/avro/outputs.py",
+    "consumer/processing/batch.py",
 ]
 
 

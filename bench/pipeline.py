@@ -1,6 +1,6 @@
 """`python -m bench pipeline`: the consumer's CPU cost per event, in-process, without Kafka.
 
-Feeds the bench workload through consumer.pipeline.BatchProcessor (decode, validate, attribute,
+Feeds the bench workload through consumer.processing.batch.BatchProcessor (decode, validate, attribute,
 state codec, output encoding) in batches, with the in-memory store or the real Redis store, plus
 what the run loop does per batch after the commit (metrics), and reports microseconds of CPU per
 event. With --profile it runs under cProfile and prints where the time goes. Kafka I/O is left
@@ -25,14 +25,15 @@ from bench.services import Services
 from bench.workload import generate
 from consumer import compiled_modules
 from consumer.app import tune_gc
-from consumer.attribute import Windows
-from consumer.avro import Codec
+from consumer.avro.codec import Codec
+from consumer.avro.outputs import OutputCodecs
 from consumer.config import Settings
 from consumer.model import SourceRecord
-from consumer.pipeline import BatchProcessor
-from consumer.publish import OutputCodecs
+from consumer.processing.batch import BatchProcessor
+from consumer.rules.attribute import Windows
 from consumer.state.memory import InMemoryStore
-from consumer.state.store import RedisStore, StateStore
+from consumer.state.redis_store import RedisStore
+from consumer.state.store import StateStore
 
 WINDOWS = Windows(pending_ttl_ms=604_800_000, orphan_grace_ms=300_000, dedupe_ttl_ms=604_800_000)
 
@@ -62,14 +63,14 @@ def _store(kind: str, services: Services) -> tuple[StateStore, Any]:
 def run_batches(
     processor: BatchProcessor, store: StateStore, records: Sequence[SourceRecord], batch: int
 ) -> None:
-    from consumer.runner import _count  # noqa: PLC0415 - the run loop's per-decision metrics
+    from consumer.delivery.protocol import count_decisions  # noqa: PLC0415 - the per-decision metrics
 
     for start in range(0, len(records), batch):
         result = processor.process(records[start : start + batch])
         store.note_committed(result.offsets)  # what the run loop does after each commit
         store.forget_journal(result.journal)
         store.flush_queued()
-        _count(result.decisions)
+        count_decisions(result.decisions)
 
 
 def measure(kind: str, records: Sequence[SourceRecord], batch: int, profile: bool) -> dict[str, Any]:

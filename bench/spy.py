@@ -18,14 +18,14 @@ _LINE = re.compile(r":\d+\)$")
 # Modules compiled by mypyc (setup.py) show as C frames, CPyDef_<module>___<function>, when sampled
 # with --native.
 STAGES: dict[str, tuple[str, ...]] = {
-    "avro encode (state, journal, outputs)": ("encode (consumer/avro.py)", "CPyDef_wire___"),
-    "avro decode (input, state, journal)": ("decode (consumer/avro.py)",),
-    "validate": ("validate (consumer/validate.py)", "CPyDef_validate___validate"),
+    "avro encode (state, journal, outputs)": ("encode (consumer/avro/codec.py)", "CPyDef_wire___"),
+    "avro decode (input, state, journal)": ("decode (consumer/avro/codec.py)",),
+    "validate": ("validate (consumer/rules/validate.py)", "CPyDef_validate___validate"),
     "redis client (pack, send, parse)": ("redis/",),
-    "kafka produce": ("_produce (consumer/commit.py)",),
-    "kafka commit / transaction": ("commit_batch (consumer/commit.py)",),
+    "kafka produce": ("_produce (consumer/delivery/committer.py)",),
+    "kafka commit / transaction": ("commit_batch (consumer/delivery/committer.py)",),
     "kafka consume": ("Runner._sources",),
-    "attribution rules": ("attribute (consumer/attribute.py)", "CPyDef_attribute___attribute"),
+    "attribution rules": ("attribute (consumer/rules/attribute.py)", "CPyDef_attribute___attribute"),
     "state transition (plan_write)": (
         "plan_write (consumer/state/transition.py)",
         "CPyDef_transition___plan_write",

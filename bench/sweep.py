@@ -17,10 +17,10 @@ import redis
 
 from bench.phases import delete_prefix, redis_counters
 from bench.services import Services
-from consumer.expiry import ExpirySweeper
+from consumer.processing.sweeper import ExpirySweeper
 from consumer.state.codec import encode_state
-from consumer.state.model import CustomerState, Write
-from consumer.state.store import RedisStore
+from consumer.state.customer import CustomerState, Write
+from consumer.state.redis_store import RedisStore
 
 
 def main(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from consumer.varint import uvarint, zigzag
+from consumer.avro.varint import uvarint, zigzag
 
 
 class Kind(StrEnum):
@@ -294,7 +294,7 @@ def pending_leads(pending: int, total: int | None = None, seed: int = 7) -> Work
 
 def check_encoding(workload: Workload, sample: int = 500) -> None:
     """The hand-written encoder must agree byte for byte with the consumer's own Avro codec."""
-    from consumer.avro import Codec  # noqa: PLC0415 - only for this check
+    from consumer.avro.codec import Codec  # noqa: PLC0415 - only for this check
 
     codec = Codec("lead_event")
     step = max(1, len(workload.events) // sample)

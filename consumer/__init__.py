@@ -8,7 +8,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def compiled_modules() -> list[str]:
-    """The modules running as mypyc-compiled C extensions (setup.py), e.g. ``consumer.attribute``."""
+    """The modules running as mypyc-compiled C extensions (setup.py), e.g. ``consumer.rules.attribute``."""
     return sorted(
         ".".join((*so.relative_to(_PACKAGE.parent).parent.parts, so.name.split(".", 1)[0]))
         for so in _PACKAGE.rglob("*.so")

@@ -11,17 +11,18 @@ from confluent_kafka import Consumer, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient
 
 from consumer import compiled_modules
-from consumer.attribute import Windows
-from consumer.avro import Codec, SchemaRegistry
-from consumer.commit import AtLeastOnceCommitter, Committer, TransactionalCommitter
+from consumer.avro.codec import Codec
+from consumer.avro.outputs import OutputCodecs
+from consumer.avro.registry import SchemaRegistry
 from consumer.config import Config, Guarantee
-from consumer.expiry import ExpirySweeper
+from consumer.delivery.committer import AtLeastOnceCommitter, Committer, TransactionalCommitter
 from consumer.health import Health, serve
 from consumer.logs import fields
-from consumer.pipeline import BatchProcessor
-from consumer.publish import OutputCodecs
-from consumer.runner import Runner
-from consumer.state.store import RedisStore
+from consumer.processing.batch import BatchProcessor
+from consumer.processing.runner import Runner
+from consumer.processing.sweeper import ExpirySweeper
+from consumer.rules.attribute import Windows
+from consumer.state.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
 STATS_INTERVAL_MS = 5000
@@ -81,7 +82,7 @@ def producer_config(config: Config, transactional: bool) -> dict[str, Any]:
         "linger.ms": 5,
         "compression.type": "lz4",
         # Only failed deliveries call back into Python: a callback per record cost ~1 us each, and
-        # success is what commit_transaction / flush already establish (consumer/commit.py).
+        # success is what commit_transaction / flush already establish (consumer/delivery/committer.py).
         "delivery.report.only.error": True,
         # A transaction begun right after the last one committed finds the coordinator still
         # writing that one's markers: AddPartitionsToTxn and AddOffsetsToTxn are refused with

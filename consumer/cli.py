@@ -12,7 +12,7 @@ from pathlib import Path
 
 from consumer import logs
 from consumer.config import Config, SettingsError
-from consumer.send import PayloadError, parse_lines, send
+from consumer.tools.send import PayloadError, parse_lines, send
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,26 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay":
         return _replay(config, args)
     if args.command == "clear-offset-floor":
-        return _clear_offset_floor(config, args.dry_run)
+        from consumer.tools.floor import clear_offset_floor  # noqa: PLC0415
+
+        return clear_offset_floor(config, args.dry_run)
     return _send(config, args)
 
 
-def _clear_offset_floor(config: Config, dry_run: bool) -> int:
-    from consumer.state.store import RedisStore  # noqa: PLC0415
-
-    s = config.settings
-    store = RedisStore.from_url(s.redis_url, s.redis_prefix, journal_ttl_ms=0, group=s.consumer_group)
-    floor = store.committed_floor()
-    shown = ", ".join(f"{member}={offset}" for member, offset in sorted(floor.items())) or "none"
-    print(f"committed-offset floor of group {s.consumer_group}: {shown}", file=sys.stderr)
-    if not dry_run and floor:
-        store.clear_committed_floor()
-        print("cleared: the group's committed offsets in Kafka are all that count now", file=sys.stderr)
-    return 0
-
-
 def _replay(config: Config, args: argparse.Namespace) -> int:
-    from consumer.replay import replay  # noqa: PLC0415
+    from consumer.tools.replay import replay  # noqa: PLC0415
 
     summary = replay(config, set(args.reason or []), args.to, args.dry_run, args.limit)
     verb = "would replay" if args.dry_run else "replayed"

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # Not in the contract's list; documented in the README.
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     batch_wait_ms: int = Field(default=100, ge=0, le=60_000)
-    # Commit each batch while the next one is processed (consumer/runner.py); off: one at a time.
+    # Commit each batch while the next one is processed (consumer/processing/runner.py); off: one at a time.
     overlap_commits: bool = True
     expiry_interval_seconds: PositiveSeconds = 1.0
     expiry_lease_seconds: PositiveSeconds = 30.0

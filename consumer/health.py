@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from consumer.logs import fields
 from consumer.metrics import KAFKA_UP, READY, REDIS_UP, REGISTRY
+
+log = logging.getLogger(__name__)
 
 # The run loop beats at least once per batch wait; a loop silent this long is stuck (liveness fails).
 LIVENESS_TIMEOUT_S = 60.0
@@ -20,7 +24,12 @@ KAFKA_DOWN_LIVENESS_S = 180.0
 
 
 class Health:
-    """What the run loop reports and the endpoints read. Updated from one thread, read from another."""
+    """What the run loop reports and the endpoints read. Updated from the run loop, the commit
+    thread and the watchdog; read by the endpoints' threads.
+
+    A change of Redis's or Kafka's reachability is logged once, when it changes (report_redis,
+    report_kafka): an outage is one line when it starts and one when it ends, however many
+    retries it takes."""
 
     def __init__(self) -> None:
         self.started = False
@@ -29,6 +38,29 @@ class Health:
         self.kafka_down_since = 0.0  # monotonic time Kafka became unreachable, 0 while reachable
         self.subscribed = False
         self.last_beat = time.monotonic()
+        self._kafka_lock = threading.Lock()  # reported from the run loop and the watchdog thread
+
+    def report_redis(self, ok: bool, error: Exception | None = None) -> None:
+        if ok != self.redis_ok:
+            if ok:
+                log.info("redis reachable again")
+            else:
+                log.error("redis unavailable, pausing and retrying", extra=fields(error=type(error).__name__))
+        self.redis_ok = ok
+        REDIS_UP.set(1 if ok else 0)
+
+    def report_kafka(self, ok: bool, detail: str = "") -> None:
+        with self._kafka_lock:
+            if ok != self.kafka_ok:
+                if ok:
+                    log.info("kafka broker reachable again")
+                else:
+                    log.error("kafka broker unreachable", extra=fields(error=detail))
+            if ok:
+                self.kafka_down_since = 0.0
+            elif not self.kafka_down_since:
+                self.kafka_down_since = time.monotonic()
+            KAFKA_UP.set(1 if ok else 0)
 
     @property
     def kafka_ok(self) -> bool:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from consumer.processing.tally import buckets
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, RebalanceEvent, UnlinkedReason
-from consumer.tally import buckets
 
 # `*_created` samples double the series count and no panel or alert uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -1,6 +1,6 @@
 """Typed records that flow through the pipeline. Field names follow the Avro schemas.
 
-These records, the state records (consumer/state/model.py) and Output are never changed once
+These records, the state records (consumer/state/customer.py) and Output are never changed once
 built: new ones are made (dataclasses.replace) instead. A dozen are built per event, so the ones
 built per event are shaped for mypyc (setup.py): not frozen (a frozen dataclass is built through
 object.__setattr__) and with their own __init__ (`init=False`: mypyc compiles a written __init__

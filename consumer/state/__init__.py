@@ -1,1 +1,2 @@
-"""Per-customer attribution state: the pure data model, its compact encoding, and the Redis store."""
+"""Per-customer attribution state: the pure records, their compact encoding, the store protocol
+and its Redis (and in-memory) implementations, with the Redis scripts in lua/."""

@@ -18,10 +18,10 @@ import struct
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
+from consumer.avro.varint import unzigzag, uvarint, zigzag
 from consumer.model import AttributedLead, Decision
 from consumer.reasons import DeadLetterReason, DuplicateKind
-from consumer.state.model import EMPTY, CustomerState, HeldVerification, Item, PendingLead
-from consumer.varint import unzigzag, uvarint, zigzag
+from consumer.state.customer import EMPTY, CustomerState, HeldVerification, Item, PendingLead
 
 _STATE_VERSION: Final = 4
 _JSON_STATE_VERSION: Final = 3

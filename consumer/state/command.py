@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from consumer.state.model import PartitionKey, Write
+from consumer.state.customer import PartitionKey, Write
+from consumer.state.keys import state_key, wake_second
 
 # Each argument is written as the line end of what came before it, its header and its bytes:
 # "\r\n$<length>\r\n" + value (the first one's "\r\n" ends the "*<count>" line, and one more ends
@@ -24,16 +25,6 @@ _CRLF: Final = b"\r\n"
 _HEADS: Final = [b"\r\n$%d\r\n" % n for n in range(4096)]
 # The small numbers (counter deltas, wake list and partition numbers), header included: one part.
 _NUMBERS: Final = [b"\r\n$%d\r\n%d" % (len(b"%d" % n), n) for n in range(1024)]
-
-
-def wake_second(wake_ms: int) -> int:
-    """The wake list a wake time goes to (<prefix>:wake:<second>, consumer/state/store.py)."""
-    return wake_ms // 1000
-
-
-def state_key(prefix: str, cid: str) -> str:
-    """<prefix>:s:{cid}: the braces make the cid the key's hash tag."""
-    return f"{prefix}:s:{{{cid}}}"
 
 
 def wake_numbers(writes: Sequence[Write]) -> dict[int, int]:

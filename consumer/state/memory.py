@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from consumer.state.command import wake_second
-from consumer.state.model import PartitionKey, Write
+from consumer.state.customer import PartitionKey, Write
+from consumer.state.keys import wake_second
 from consumer.state.store import Reading, Wake, parse_journal
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from consumer.state.codec import encode_state, is_current
-from consumer.state.model import CustomerState, PartitionKey, Write
+from consumer.state.customer import CustomerState, PartitionKey, Write
 
 
 def plan_write(

@@ -29,9 +29,9 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from consumer.avro import decode, load_schema
+from consumer.avro.schemas import decode, load_schema
 from consumer.state.codec import unframe_journal
-from consumer.state.store import RedisStore
+from consumer.state.redis_store import RedisStore
 from tests.chaos.services import ChaosServices
 from tests.chaos.stream import COMPARED, Stream, epoch_ms
 from tests.support.kafka import Topics, set_group_offsets, wake_entries

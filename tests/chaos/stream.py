@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consumer.avro import Codec
+from consumer.avro.codec import Codec
 from consumer.model import Invalid, LeadEvent, SourceRecord, lead_id
-from consumer.pipeline import parse
+from consumer.processing.batch import parse
 
 # Fields compared between an expected and a published attributed lead (attributedAt is processing time).
 COMPARED = (

@@ -16,14 +16,14 @@ from typing import Any, cast
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from consumer import commit
-from consumer import offsets as offsets_module
-from consumer.commit import CommitFailed, TransactionalCommitter
+from consumer.avro.outputs import Output
+from consumer.delivery import committer as commit
+from consumer.delivery import offsets as offsets_module
+from consumer.delivery.committer import CommitFailed, TransactionalCommitter
 from consumer.model import SourceRecord
-from consumer.pipeline import AlreadyCommitted, BatchResult, Started
-from consumer.publish import Output
-from consumer.runner import Runner
-from consumer.state.model import PartitionKey
+from consumer.processing.batch import AlreadyCommitted, BatchResult, Started
+from consumer.processing.runner import Runner
+from consumer.state.customer import PartitionKey
 from tests.support.runner import fake_runner
 
 TOPIC = "leads.raw"

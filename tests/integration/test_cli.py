@@ -10,7 +10,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 
-from consumer.avro import Codec
+from consumer.avro.codec import Codec
 from tests.integration.conftest import StartConsumer
 from tests.support.kafka import BOOTSTRAP, Topics
 from tests.support.process import REPO

@@ -150,7 +150,9 @@ def test_redis_keys_share_the_customer_hash_tag_and_all_are_in_the_wake_index(
         [f"{_prefix(topics)}:s:{{c-keys}}", f"{_prefix(topics)}:s:{{c-direct}}"]
     )
     for key in customer_keys:
-        assert redis_client.pttl(key) == -1, key  # no TTL: the sweeper deletes them (consumer/expiry.py)
+        assert redis_client.pttl(key) == -1, (
+            key
+        )  # no TTL: the sweeper deletes them (consumer/processing/sweeper.py)
     assert redis_client.get(f"{_prefix(topics)}:pending") == b"1"
     # Each has an entry in the wake list of its wake time's second: the pending lead's deadline
     # (a week ahead by default), the direct lead's dedupe window (a week too).

@@ -10,9 +10,10 @@ import pytest
 import redis
 
 from consumer.state.codec import frame_journal
+from consumer.state.customer import Write
 from consumer.state.memory import InMemoryStore
-from consumer.state.model import Write
-from consumer.state.store import LEGACY, RedisStore, StateStore, Wake
+from consumer.state.redis_store import RedisStore
+from consumer.state.store import LEGACY, StateStore, Wake
 from tests.support.kafka import REDIS_URL
 
 
@@ -79,7 +80,7 @@ def test_a_write_sent_ahead_applies_as_a_write(store: StateStore) -> None:
 
 
 def test_the_floor_raised_at_once_only_goes_up(store: StateStore) -> None:
-    # Raised by the commit thread the moment a commit is confirmed (consumer/runner.py).
+    # Raised by the commit thread the moment a commit is confirmed (consumer/processing/runner.py).
     assert store.floors([P0, P1]) == {}
     store.raise_floor({P0: 10})
     store.raise_floor({P0: 5})  # a late, lower note never lowers it
@@ -286,7 +287,9 @@ def test_redis_keys_and_no_state_ttl(services: None) -> None:
     assert store.write([Write(cid, None, b"a", journal={P0: _entries((1, b"d"))})], {P0: "1:t"})
     state_key, journal_key = store.state_key(cid), store.journal_key(P0)
     assert (state_key, journal_key) == (f"{prefix}:s:{{odd:{{cid}}}}", f"{prefix}:j:leads.raw:0")
-    assert client.pttl(state_key) == -1  # no TTL: the expiry sweeper deletes states (consumer/expiry.py)
+    assert (
+        client.pttl(state_key) == -1
+    )  # no TTL: the expiry sweeper deletes states (consumer/processing/sweeper.py)
     assert 0 < client.pttl(journal_key) <= 60_000
     assert client.hkeys(journal_key) == [b"1:t"]
     client.delete(state_key, journal_key)

@@ -13,7 +13,8 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumer.avro import Codec, decode, load_schema
+from consumer.avro.codec import Codec
+from consumer.avro.schemas import decode, load_schema
 
 # The ports `make services-up` used (Makefile: KAFKA_PORT, REDIS_PORT), so a second checkout can
 # run its suite against servers of its own.

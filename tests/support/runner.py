@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any, cast
 
-from consumer.commit import Committer
-from consumer.expiry import ExpirySweeper
+from consumer.avro.outputs import OutputCodecs
+from consumer.delivery.committer import Committer
 from consumer.health import Health
-from consumer.pipeline import BatchProcessor
-from consumer.publish import OutputCodecs
-from consumer.runner import Runner
+from consumer.processing.batch import BatchProcessor
+from consumer.processing.runner import Runner
+from consumer.processing.sweeper import ExpirySweeper
 from consumer.state.store import StateStore
 
 TOPIC = "leads.raw"
@@ -42,5 +42,5 @@ def fake_runner(
         # 1: every batch overlaps, however small (the tests' batches are); None: the default rule.
         overlap_min_records=overlap_min_records,
     )
-    runner._next_sweep = runner._next_counts = math.inf
+    runner.timers.next_sweep = runner.timers.next_counts = math.inf
     return runner

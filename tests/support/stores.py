@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from consumer.state.codec import decode_state
-from consumer.state.command import wake_second
+from consumer.state.customer import PartitionKey, Write
+from consumer.state.keys import wake_second
 from consumer.state.memory import InMemoryStore
-from consumer.state.model import PartitionKey, Write
 
 
 @dataclass(slots=True)

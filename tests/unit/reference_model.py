@@ -1,7 +1,7 @@
 """A small reference model of contract section 3, for the property tests in test_properties.py.
 
 Written from the contract and the README's documented choices, deliberately without code from
-consumer/attribute.py, consumer/state/ or consumer/validate.py: only ``lead_id`` and the reason
+consumer/rules/attribute.py, consumer/state/ or consumer/rules/validate.py: only ``lead_id`` and the reason
 enums are shared, because they *are* the contract's vocabulary. Everything is kept in memory and
 plainly: one ``Customer`` per cid, a list of pending leads, a list of held Event 2s, a dict of
 done marks. Reported (expired) items are deleted from the lists.

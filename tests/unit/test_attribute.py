@@ -6,10 +6,10 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from consumer.attribute import Windows, attribute, claim, due_items, release, unlinked
 from consumer.model import LeadEvent, lead_id
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
-from consumer.state.model import EMPTY, CustomerState, HeldVerification, PendingLead
+from consumer.rules.attribute import Windows, attribute, claim, due_items, release, unlinked
+from consumer.state.customer import EMPTY, CustomerState, HeldVerification, PendingLead
 
 W = Windows(pending_ttl_ms=10_000, orphan_grace_ms=5_000, dedupe_ttl_ms=60_000)
 T0 = 1_000_000

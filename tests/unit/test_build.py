@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from consumer import compiled_modules
+from consumer.avro.outputs import Output
 from consumer.model import AttributedLead, Decision, LeadEvent, SourceRecord
-from consumer.publish import Output
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode
-from consumer.state.model import CustomerState, HeldVerification, PendingLead, Write
+from consumer.state.customer import CustomerState, HeldVerification, PendingLead, Write
 
 ROOT = Path(__file__).resolve().parents[2]
 

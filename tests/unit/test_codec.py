@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from consumer.avro.outputs import OutputCodecs
 from consumer.config import Settings
 from consumer.model import AttributedLead, Decision
-from consumer.publish import OutputCodecs
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode
 from consumer.state.codec import decode_journal, decode_state, encode_journal, encode_state, is_current
-from consumer.state.model import EMPTY, CustomerState, HeldVerification, PendingLead
+from consumer.state.customer import EMPTY, CustomerState, HeldVerification, PendingLead
 
 PENDING = PendingLead(
     click_id="0b8f7c3e-6d1a-4f7e-9a51-2f4c8e9d1b23",

@@ -8,8 +8,9 @@ from typing import Any
 
 import hiredis
 
-from consumer.state.command import apply_command, state_key, wake_numbers, wake_second
-from consumer.state.model import PartitionKey, Write
+from consumer.state.command import apply_command, wake_numbers
+from consumer.state.customer import PartitionKey, Write
+from consumer.state.keys import state_key, wake_second
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 P0: PartitionKey = ("leads.raw", 0)

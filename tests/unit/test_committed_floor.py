@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.attribute import Windows
-from consumer.avro import Codec
+from consumer.avro.codec import Codec
+from consumer.avro.outputs import OutputCodecs
 from consumer.config import Settings
 from consumer.model import SourceRecord
-from consumer.pipeline import AlreadyCommitted, BatchProcessor
-from consumer.publish import OutputCodecs
+from consumer.processing.batch import AlreadyCommitted, BatchProcessor
+from consumer.rules.attribute import Windows
 from consumer.state.memory import InMemoryStore
 from tests.support.kafka import lead
 

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.avro import Codec, decode, encode, has_layout, load_schema, schema_text
-from consumer.decode import LAYOUT, Unusual, read_lead_event
+from consumer.avro.codec import Codec
+from consumer.avro.lead_reader import LAYOUT, Unusual, read_lead_event
+from consumer.avro.schemas import decode, encode, has_layout, load_schema, schema_text
 from consumer.model import SourceRecord
-from consumer.pipeline import parse
-from consumer.validate import validate
+from consumer.processing.batch import parse
+from consumer.rules.validate import validate
 
 SCHEMA = load_schema("lead_event")
 text = st.text(max_size=300)
@@ -131,7 +132,7 @@ def test_unusual_encodings_go_to_fastavro_through_the_codec() -> None:
         Codec("lead_event").decode(plain + b"\x00")
 
 
-# Plausible field values, valid and not, so that records reach every rule of consumer/validate.py.
+# Plausible field values, valid and not, so that records reach every rule of consumer/rules/validate.py.
 def _values(*choices: Any) -> st.SearchStrategy[Any]:
     return st.sampled_from(choices) | st.none() | text
 

@@ -3,11 +3,11 @@ compare-and-set losing to a batch, entries not due yet within their second, and 
 
 from __future__ import annotations
 
-from consumer.expiry import SWEEP_LIMIT, ExpirySweeper
+from consumer.processing.sweeper import SWEEP_LIMIT, ExpirySweeper
 from consumer.state.codec import decode_state
-from consumer.state.command import wake_second
+from consumer.state.customer import CustomerState, PendingLead
+from consumer.state.keys import wake_second
 from consumer.state.memory import InMemoryStore
-from consumer.state.model import CustomerState, PendingLead
 from consumer.state.transition import plan_write
 from tests.support.stores import InterleavingStore
 

@@ -9,10 +9,10 @@ import urllib.request
 from prometheus_client import generate_latest
 
 from consumer import metrics
+from consumer.delivery.protocol import count_decisions
 from consumer.health import KAFKA_DOWN_LIVENESS_S, Health, serve
 from consumer.model import AttributedLead, Decision, Invalid
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
-from consumer.runner import _count
 from tests.support.process import free_port
 
 
@@ -50,7 +50,7 @@ def test_decisions_are_counted_by_label() -> None:
         "delay": sample("leads_verification_delay_seconds_count"),
         "delay_sum": sample("leads_verification_delay_seconds_sum"),
     }
-    _count(
+    count_decisions(
         [
             Decision(attributed=_lead(Mode.DIRECT)),
             Decision(attributed=_lead(Mode.DEFERRED), verification_delay_ms=90_000),

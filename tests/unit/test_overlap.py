@@ -14,13 +14,13 @@ from typing import Any, cast
 import redis
 from confluent_kafka import TopicPartition
 
-from consumer.commit import CommitFailed
+from consumer.avro.outputs import Output
+from consumer.delivery.committer import CommitFailed
+from consumer.delivery.offsets import first_offsets
 from consumer.model import SourceRecord
-from consumer.offsets import first_offsets
-from consumer.pipeline import BatchResult, Started
-from consumer.publish import Output
-from consumer.runner import Runner
-from consumer.state.model import PartitionKey
+from consumer.processing.batch import BatchResult, Started
+from consumer.processing.runner import Runner
+from consumer.state.customer import PartitionKey
 from tests.support.runner import fake_runner
 
 TOPIC = "leads.raw"

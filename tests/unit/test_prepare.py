@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import random
 
-from consumer.attribute import Windows
-from consumer.avro import Codec
+from consumer.avro.codec import Codec
+from consumer.avro.outputs import OutputCodecs
 from consumer.config import Settings
 from consumer.model import LeadEvent, SourceRecord
-from consumer.pipeline import BatchProcessor
-from consumer.publish import OutputCodecs
+from consumer.processing.batch import BatchProcessor
+from consumer.rules.attribute import Windows
+from consumer.state.customer import PartitionKey
 from consumer.state.memory import InMemoryStore
-from consumer.state.model import PartitionKey
 from tests.support.kafka import lead
 
 CODEC = Codec("lead_event")

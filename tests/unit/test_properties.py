@@ -40,14 +40,14 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.attribute import Windows
-from consumer.avro import Codec
+from consumer.avro.codec import Codec
+from consumer.avro.outputs import Output, OutputCodecs
 from consumer.config import Settings
-from consumer.expiry import Claimed, ExpirySweeper
 from consumer.model import Decision, SourceRecord
-from consumer.pipeline import BatchProcessor, BatchResult
-from consumer.publish import Output, OutputCodecs
+from consumer.processing.batch import BatchProcessor, BatchResult
+from consumer.processing.sweeper import Claimed, ExpirySweeper
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
+from consumer.rules.attribute import Windows
 from consumer.state.codec import decode_state
 from tests.support.stores import InterleavingStore, audit
 from tests.unit.reference_model import (

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from consumer.avro import Codec
-from consumer.send import PayloadError, check_payload, parse_lines
+from consumer.avro.codec import Codec
+from consumer.tools.send import PayloadError, check_payload, parse_lines
 
 
 def test_contract_payload_is_accepted_and_encodable() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumer.stats import partition_lag
+from consumer.processing.watchdog import partition_lag
 
 
 def _stats(**partitions: Any) -> dict[str, Any]:

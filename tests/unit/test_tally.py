@@ -1,4 +1,4 @@
-"""A batch summed up for the metrics (consumer/tally.py, metrics.observe_many): the same numbers
+"""A batch summed up for the metrics (consumer/processing/tally.py, metrics.observe_many): the same numbers
 as counting decision by decision and observing value by value."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from consumer import metrics
+from consumer.avro.outputs import Output
 from consumer.model import AttributedLead, Decision, Invalid
-from consumer.publish import Output
+from consumer.processing.tally import latencies_s, tally
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode
-from consumer.tally import latencies_s, tally
 
 BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from consumer.avro import Codec
+from consumer.avro.codec import Codec
 from consumer.model import Invalid, LeadEvent, SourceRecord
-from consumer.pipeline import parse
+from consumer.processing.batch import parse
 from consumer.reasons import DeadLetterReason
-from consumer.validate import iso_timestamp, parse_timestamp, validate
+from consumer.rules.validate import iso_timestamp, parse_timestamp, validate
 
 BASE: dict[str, Any] = {
     "customerExternalId": "cust-1",
@@ -109,7 +109,7 @@ def test_decodes_plain_avro() -> None:
 
 
 def test_avatar_urls() -> None:
-    from consumer.validate import valid_avatar  # noqa: PLC0415
+    from consumer.rules.validate import valid_avatar  # noqa: PLC0415
 
     good = [
         "https://cdn.example.com/a.png",

@@ -1,11 +1,11 @@
-"""Base-128 varints (consumer/varint.py) against the textbook loop, and zigzag round trips."""
+"""Base-128 varints (consumer/avro/varint.py) against the textbook loop, and zigzag round trips."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.varint import unzigzag, uvarint, zigzag
+from consumer.avro.varint import unzigzag, uvarint, zigzag
 
 
 def textbook(n: int) -> bytes:

@@ -7,11 +7,12 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.avro import Codec, has_layout, schema_text
+from consumer.avro.attributed_writer import LAYOUT, encode_attributed
+from consumer.avro.codec import Codec
+from consumer.avro.outputs import OutputCodecs
+from consumer.avro.schemas import has_layout, schema_text
 from consumer.model import AttributedLead
-from consumer.publish import OutputCodecs
 from consumer.reasons import Mode
-from consumer.wire import LAYOUT, encode_attributed
 
 CODEC = Codec("attributed_lead")
 text = st.text(max_size=1500)  # past 1,024 bytes: lengths beyond the precomputed table

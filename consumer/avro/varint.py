@@ -1,4 +1,4 @@
-"""Base-128 varints: how Avro writes its longs (consumer/wire.py, zigzag first) and how the state
+"""Base-128 varints: how Avro writes its longs (consumer/avro/attributed_writer.py, zigzag first) and how the state
 encoding writes lengths and times (consumer/state/codec.py)."""
 
 from __future__ import annotations

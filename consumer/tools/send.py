@@ -12,7 +12,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from consumer.avro import Codec, SchemaRegistry
+from consumer.avro.codec import Codec
+from consumer.avro.registry import SchemaRegistry
 from consumer.config import Config
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from consumer.avro import Codec
+from consumer.avro.codec import Codec
 from consumer.config import Config
 
 _POLL_S = 1.0

@@ -9,9 +9,9 @@ Three moments, one owner (OffsetKeeper, held by the Runner):
   back                       in Redis: the partitions move up to the floor (skip_to_committed).
 And the seek back to a batch's first offsets, or to committed ones when known (rewind).
 
-The keeper reports to the run loop through the callables it is given (Kafka and Redis health,
-the watchdog's mark on calls that may block, whether a stop was requested), so it runs with
-fakes in a unit test (tests/chaos/test_commit_outcome.py).
+The keeper reports Kafka's and Redis's health to Health, marks its calls that may block for the
+watchdog (KafkaWatch.call), and asks ``stopping`` whether a stop was requested; it runs with fakes
+in the unit tests of the commit protocol (tests/unit/delivery/).
 """
 
 from __future__ import annotations
@@ -19,22 +19,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from consumer import metrics
-from consumer.commit import CommitFailed, Committer
+from consumer.delivery.committer import CommitFailed, Committer
 from consumer.health import Health
 from consumer.logs import fields
 from consumer.model import SourceRecord
-from consumer.pipeline import BatchResult
+from consumer.processing.batch import BatchResult
+from consumer.processing.watchdog import KafkaWatch
 from consumer.state.store import StateStore
 
-# The run loop's logger: these lines keep the name they were always logged under.
-log = logging.getLogger("consumer.runner")
+log = logging.getLogger(__name__)
 
 # Retry pacing, for the coordinator here and for Redis in the run loop.
 BACKOFF_START_S = 0.2
@@ -63,18 +62,14 @@ def first_offsets(sources: Iterable[SourceRecord]) -> dict[tuple[str, int], int]
 
 @dataclass(slots=True)
 class OffsetKeeper:
-    """Owned by the Runner, which passes its own consumer, committer and store, and its reporting:
-    set_kafka and set_redis log a health change once, kafka_call marks a call that may block
-    while the broker is away (the Runner's watchdog keeps liveness through it), and stopping
-    says whether a stop was requested."""
+    """Built by the Runner with its own consumer, committer, store, health and watchdog;
+    ``stopping`` says whether a stop was requested."""
 
     consumer: Consumer
     committer: Committer
     store: StateStore
     health: Health
-    set_kafka: Callable[[bool, str], None]
-    set_redis: Callable[[bool, Exception | None], None]
-    kafka_call: Callable[[], AbstractContextManager[None]]
+    watch: KafkaWatch
     stopping: Callable[[], bool]
     # Kafka's id of a topic (the committed-offset floor is kept per id).
     topic_id: Callable[[str], str] | None = None
@@ -103,7 +98,7 @@ class OffsetKeeper:
                     # producer abandoned in a stuck call (make chaos, broker run: 6 minutes stuck
                     # here). A new producer with the same transactional.id fences it, and the
                     # coordinator aborts its transaction; a no-op while the producer is sound.
-                    with self.kafka_call():
+                    with self.watch.call():
                         self.committer.recover()
                 answer = consumer.committed(wanted, timeout=SETTLE_TIMEOUT_S)
                 failed = [tp for tp in answer if tp.error is not None]
@@ -117,7 +112,7 @@ class OffsetKeeper:
                 ):
                     if waited:
                         log.info("committed offsets of the assigned partitions known, starting")
-                        self.set_kafka(True, "")  # the coordinator answered
+                        self.health.report_kafka(True)  # the coordinator answered
                     return answer
                 problem = (
                     str(failed[0].error)
@@ -136,7 +131,9 @@ class OffsetKeeper:
             if time.monotonic() - waiting_since > PENDING_OFFSETS_LIMIT_S:
                 # Longer than any dead owner's transaction may stay open: not ready, and after
                 # KAFKA_DOWN_LIVENESS_S the liveness probe restarts the instance.
-                self.set_kafka(False, f"committed offsets unknown for over {PENDING_OFFSETS_LIMIT_S:.0f}s")
+                self.health.report_kafka(
+                    False, f"committed offsets unknown for over {PENDING_OFFSETS_LIMIT_S:.0f}s"
+                )
             if self.stopping():
                 return None
             time.sleep(BACKOFF_START_S)
@@ -179,7 +176,7 @@ class OffsetKeeper:
             self.health.beat()
             problem = ""
             try:
-                with self.kafka_call():
+                with self.watch.call():
                     self.committer.recover()
                     answer = self.consumer.committed(partitions, timeout=SETTLE_TIMEOUT_S)
                 failed = [tp for tp in answer if tp.error is not None]
@@ -195,7 +192,7 @@ class OffsetKeeper:
             except KafkaException as exc:
                 problem = str(exc)
             metrics.KAFKA_ERRORS.inc()
-            self.set_kafka(False, problem)
+            self.health.report_kafka(False, problem)
             if self.stopping():
                 log.warning("stopping before the commit outcome was known; the next owner reads it")
                 return None
@@ -223,7 +220,7 @@ class OffsetKeeper:
             try:
                 self.store.forget_committed(list(past_end))
             except redis.RedisError as error:
-                self.set_redis(False, error)
+                self.health.report_redis(False, error)
                 self.rewind(sources)  # the next read checks again
                 return
             floors = {tp: floor for tp, floor in floors.items() if tp not in past_end}
@@ -242,7 +239,7 @@ class OffsetKeeper:
         if not floors:
             return
         try:
-            with self.kafka_call():
+            with self.watch.call():
                 self.committer.commit_batch([], floors, self.consumer)
         except CommitFailed as failure:
             log.warning(
@@ -256,7 +253,7 @@ class OffsetKeeper:
         past: dict[tuple[str, int], int] = {}
         for (topic, partition), floor in floors.items():
             try:
-                with self.kafka_call():
+                with self.watch.call():
                     _low, high = self.consumer.get_watermark_offsets(
                         TopicPartition(topic, partition), timeout=SETTLE_TIMEOUT_S
                     )

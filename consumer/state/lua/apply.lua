@@ -17,7 +17,7 @@
 --         expected value ("" = the key must not exist), new value ("" = delete), pending delta,
 --         held delta, wake list number (0 = none), cid, n journal fragments,
 --         (partition number, fragment) ...
--- States have no TTL: the expiry sweeper deletes them when nothing is left (consumer/expiry.py).
+-- States have no TTL: the expiry sweeper deletes them when nothing is left (consumer/processing/sweeper.py).
 -- Returns one integer per customer: 1 applied, 0 conflict (the caller re-reads and re-decides).
 local customers, partitions, seconds = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local fragments, wakes = {}, {}

@@ -43,9 +43,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from consumer.avro.outputs import Output
 from consumer.logs import fields
 from consumer.metrics import COMMIT_FAILURES, COMMITS, KAFKA_ERRORS, TRANSACTION_ABORTS
-from consumer.publish import Output
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consumer.avro import Codec, SchemaRegistry, has_layout, schema_text
+from consumer.avro.attributed_writer import LAYOUT, encode_attributed
+from consumer.avro.codec import Codec
+from consumer.avro.registry import SchemaRegistry
+from consumer.avro.schemas import has_layout, schema_text
 from consumer.config import Settings
 from consumer.model import AttributedLead, SourceRecord, UnlinkedLead
 from consumer.reasons import DeadLetterReason, Mode
-from consumer.wire import LAYOUT, encode_attributed
 
 
 def _millis(value: datetime | None) -> int | None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from consumer.avro.outputs import Output
 from consumer.model import Decision, Invalid
-from consumer.publish import Output
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode
 
 

@@ -106,7 +106,7 @@ Item = PendingLead | HeldVerification
 
 @dataclass(slots=True, init=False)
 class CustomerState:
-    # consumer/attribute.py builds new states field by field (dataclasses.replace cost ~3 % of the
+    # consumer/rules/attribute.py builds new states field by field (dataclasses.replace cost ~3 % of the
     # consumer's CPU): a field added here must be passed there too.
     pending: tuple[PendingLead, ...]
     held: tuple[HeldVerification, ...]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from consumer.avro.varint import uvarint, zigzag
 from consumer.model import AttributedLead
-from consumer.varint import uvarint, zigzag
 
 # (field name, Avro type) as in schemas/attributed_lead.avsc, in order.
 LAYOUT: tuple[tuple[str, Any], ...] = (

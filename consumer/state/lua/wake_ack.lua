@@ -1,4 +1,4 @@
--- Remove wake entries the expiry sweeper has handled (consumer/expiry.py). Entries leave a list
+-- Remove wake entries the expiry sweeper has handled (consumer/processing/sweeper.py). Entries leave a list
 -- only from its head, by position: the header "<list id>:<removed>" (wake_due.lua) says how many
 -- entries were removed since the list was created. A sweeper that read `count` entries after a
 -- header "<id>:<start>" removes those of them still there, and nothing else: when two sweepers

@@ -1,4 +1,4 @@
--- The expiry sweeper's read (consumer/state/store.py, consumer/expiry.py): the heads of the wake
+-- The expiry sweeper's read (consumer/state/store.py, consumer/processing/sweeper.py): the heads of the wake
 -- lists of every second up to now, oldest first, at most ARGV[2] entries in all; then, while room
 -- is left, members of the index of releases before 0.2.0 that are due (a zset "<due ms>:<cid>").
 -- Nothing is removed here: entries go only once handled (wake_ack.lua).

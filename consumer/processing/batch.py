@@ -1,6 +1,6 @@
 """One batch through decode -> validate -> attribute -> state, producing the records to publish.
 
-In three steps, so that the run loop can overlap batches (consumer/runner.py): prepare (decode and
+In three steps, so that the run loop can overlap batches (consumer/processing/runner.py): prepare (decode and
 validate: no state), start (read the states, decide, send the write without waiting for Redis's
 reply) and finish (read the reply, decide again the customers another instance changed meanwhile,
 build the outputs). process() runs the three in a row.
@@ -10,7 +10,7 @@ every decision is written to the journal of its input partition, keyed by the in
 offset, in the same atomic script that changes the state. If the Kafka transaction of a batch
 aborts after Redis changed, the replayed records find their journal entries and re-emit the very
 same decisions instead of deciding again on state they already changed. The journal fields of a
-batch are deleted once its offsets are committed (see consumer/commit.py), and a reader that
+batch are deleted once its offsets are committed (see consumer/delivery/committer.py), and a reader that
 starts past a field's last offset drops it as committed. Input below a confirmed commit is never
 processed again (AlreadyCommitted): its journal entries may be gone, so it would be decided anew.
 """
@@ -27,17 +27,18 @@ from typing import Final
 
 from confluent_kafka import KafkaError, Message
 
-from consumer.attribute import Windows, attribute
-from consumer.avro import Codec
-from consumer.decode import Unusual, read_fields
+from consumer.avro.codec import Codec
+from consumer.avro.lead_reader import Unusual, read_fields
+from consumer.avro.outputs import Output, OutputCodecs
 from consumer.model import Decision, Invalid, LeadEvent, SourceRecord
-from consumer.publish import Output, OutputCodecs
 from consumer.reasons import DeadLetterReason
+from consumer.rules.attribute import Windows, attribute
+from consumer.rules.validate import validate, validate_fields
 from consumer.state.codec import decode_journal, decode_state, encode_journal, frame_journal
-from consumer.state.model import PartitionKey, Write
-from consumer.state.store import Reading, StateStore, journal_field, nothing_applied
+from consumer.state.customer import PartitionKey, Write
+from consumer.state.keys import journal_field
+from consumer.state.store import Reading, StateStore, nothing_applied
 from consumer.state.transition import plan_write
-from consumer.validate import validate, validate_fields
 
 # Compare-and-set conflicts need another instance writing the same customer in the same
 # milliseconds; a handful of retries is plenty, and more would hide a bug.
@@ -206,7 +207,7 @@ class BatchProcessor:
     def start(self, batch: Started) -> None:
         """Read the states and journal, decide, and send the first write without waiting for its
         reply (finish reads it). Nothing else may read the states of these customers before
-        finish: the run loop calls finish first (consumer/runner.py). Once per prepared batch."""
+        finish: the run loop calls finish first (consumer/processing/runner.py). Once per prepared batch."""
         batch.now_ms = int(self._clock() * 1000)
         # The first read covers every partition of the batch, with or without lead events: its
         # committed-offset floor is checked before anything is decided or written.

@@ -177,7 +177,7 @@ def validate_fields(
     avatar: object,
     metadata: object,
 ) -> LeadEvent | Invalid:
-    """The rules, on the fields in schema order (consumer/decode.py reads them from the bytes
+    """The rules, on the fields in schema order (consumer/avro/lead_reader.py reads them from the bytes
     without building a dict). Checked in this order; the first problem is reported."""
     problem = (
         _length("customerExternalId", cid, 1, MAX_CID)

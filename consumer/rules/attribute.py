@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from consumer.model import AttributedLead, Decision, LeadEvent, UnlinkedLead, lead_id
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
-from consumer.state.model import CustomerState, HeldVerification, Item, PendingLead
+from consumer.state.customer import CustomerState, HeldVerification, Item, PendingLead
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from consumer.attribute import claim, due_items, release, unlinked
 from consumer.model import UnlinkedLead
+from consumer.rules.attribute import claim, due_items, release, unlinked
 from consumer.state.codec import decode_state
-from consumer.state.command import wake_second
-from consumer.state.model import Item, Write
+from consumer.state.customer import Item, Write
+from consumer.state.keys import wake_second
 from consumer.state.store import LEGACY, StateStore
 from consumer.state.transition import plan_write
 

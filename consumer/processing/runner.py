@@ -49,81 +49,53 @@ Faults, and what the loop does about them (never skipping a batch):
                                  its start below the committed-offset floor kept in Redis: nothing
                                  is decided, the partitions move up to the floor
                                  (OffsetKeeper.skip_to_committed).
-The committed-offset steps live in consumer/offsets.py; each health state change is logged once,
-when it changes.
+The commit protocol (what a commit is, and what happens when it fails) lives in consumer/delivery/;
+the watchdog of blocked Kafka calls and librdkafka's statistics in consumer/processing/watchdog.py;
+the expiry sweep and the gauges in consumer/processing/timers.py. Each health state change is
+logged once, when it changes (consumer/health.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from consumer import metrics
-from consumer.commit import CommitFailed, Committer
-from consumer.expiry import ExpirySweeper
+from consumer.avro.outputs import OutputCodecs
+from consumer.delivery.committer import Committer
+from consumer.delivery.offsets import BACKOFF_MAX_S, BACKOFF_START_S, OffsetKeeper, first_offsets
+from consumer.delivery.protocol import Delivery, Processed
 from consumer.health import Health
 from consumer.logs import fields
-from consumer.model import Decision, Invalid, SourceRecord
-from consumer.offsets import BACKOFF_MAX_S, BACKOFF_START_S, OffsetKeeper, first_offsets
-from consumer.pipeline import (
+from consumer.model import SourceRecord
+from consumer.processing.batch import (
     AlreadyCommitted,
     BatchProcessor,
-    BatchResult,
     ConflictError,
     Started,
     source_records,
 )
-from consumer.publish import OutputCodecs
+from consumer.processing.sweeper import ExpirySweeper
+from consumer.processing.timers import Timers
+from consumer.processing.watchdog import KafkaWatch
 from consumer.reasons import RebalanceEvent
 from consumer.state.store import StateStore
-from consumer.stats import partition_lag
-from consumer.tally import latencies_s, tally
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-COUNTS_INTERVAL_S = 5.0
-# A transactional call blocked this long means the broker is away (a commit takes milliseconds);
-# librdkafka may block for the whole outage, so a watchdog thread reports it to readiness.
-KAFKA_STALL_S = 5.0
-# While such a call waits for the broker (up to socket.timeout.ms, 60 s by default, plus the abort
-# after it), the loop is not stuck: liveness is kept up to this bound. A restart would not bring the
-# broker back, only crash-loop on init_transactions until it is. Transactional calls are bounded
-# in consumer/commit.py (CALL_GRACE_S); a call still blocked past this bound is stuck for good, and
-# only a restart gets the consumer going again: liveness then fails, LIVENESS_TIMEOUT_S later.
-KAFKA_CALL_LIVENESS_S = 90.0
-# Statistics older than this were queued while the loop was blocked: they describe the past.
-STATS_STALE_S = 3.0
 # A batch at least this share of LEADS_BATCH_SIZE overlaps the commit of the one before it (see the
 # module docstring); a smaller one is processed and committed alone, for latency.
 OVERLAP_MIN_SHARE = 0.5
-# A broker connection with a request in flight and nothing received for this long is not answering
-# (a frozen broker keeps its connections open, so librdkafka reports no error for a minute); a
-# fetch is answered within fetch.wait.max.ms (10 ms as configured in consumer/app.py) when all is well.
-UNRESPONSIVE_S = 8.0
-# librdkafka error codes that mean "the broker is unreachable", as opposed to a bad record.
-_BROKER_DOWN = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT}
-# Codes of a failed commit that also mean the broker (or its coordinator) is away or restarting.
-_BROKER_AWAY = _BROKER_DOWN | {
-    KafkaError._TIMED_OUT,
-    KafkaError._WAIT_COORD,
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.NETWORK_EXCEPTION,
-}
 
 
 @dataclass(slots=True)
@@ -136,15 +108,6 @@ class Written:
     @property
     def sources(self) -> Sequence[SourceRecord]:
         return self.batch.sources
-
-
-@dataclass(slots=True)
-class Held:
-    """A batch processed (its state and journal written to Redis) whose commit is still to come."""
-
-    sources: Sequence[SourceRecord]
-    result: BatchResult
-    started: float  # monotonic time it was consumed
 
 
 class Runner:
@@ -162,30 +125,21 @@ class Runner:
         batch_wait_s: float,
         sweep_interval_s: float,
         shutdown_timeout_s: float,
-        clock: Callable[[], float] = time.time,
         topic_id: Callable[[str], str] | None = None,
         overlap_commits: bool = True,
         overlap_min_records: int | None = None,
     ) -> None:
-        self.consumer = make_consumer({"error_cb": self.on_error, "stats_cb": self.on_stats})
+        self.watch = KafkaWatch(health, input_topic)
+        self.consumer = make_consumer({"error_cb": self.watch.on_error, "stats_cb": self.watch.on_stats})
         self.committer = committer
         self.store = store
         self.processor = processor
-        self.sweeper = sweeper
-        self.codecs = codecs
         self.health = health
         self.input_topic = input_topic
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
-        self.sweep_interval_s = sweep_interval_s
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.clock = clock
         self.stop_requested = 0.0  # monotonic time of the first SIGTERM, 0 while running
-        self._next_sweep = 0.0
-        self._next_counts = 0.0
-        self._kafka_call_since = 0.0  # monotonic start of the blocking Kafka call in progress, 0 if none
-        self._state_lock = threading.Lock()  # the watchdog thread changes the Kafka state too
-        self._group_state: tuple[str, str] = ("", "")  # librdkafka's view of the group, from stats
         self.overlap_commits = overlap_commits
         self.overlap_min_records = (
             overlap_min_records
@@ -200,12 +154,12 @@ class Runner:
             committer,
             store,
             health,
-            set_kafka=self._set_kafka,
-            set_redis=self._set_redis,
-            kafka_call=self._kafka_call,
+            self.watch,
             stopping=lambda: bool(self.stop_requested),
             topic_id=topic_id,
         )
+        self.delivery = Delivery(self.consumer, committer, store, self.offsets, health, self.watch)
+        self.timers = Timers(sweeper, codecs, committer, store, health, self.watch, sweep_interval_s)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -227,7 +181,7 @@ class Runner:
             [self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         self.health.started = self.health.subscribed = True
-        threading.Thread(target=self._watch_kafka_calls, name="kafka-call-watchdog", daemon=True).start()
+        self.watch.start()
         log.info("consumer started", extra=fields(topic=self.input_topic, batch_size=self.batch_size))
         try:
             while not self.stop_requested:
@@ -237,7 +191,7 @@ class Runner:
                     self._handle_batch(sources)  # runs the timers itself
                 else:
                     metrics.CONSUMER_LAG_SECONDS.set(0)
-                    self._housekeeping()
+                    self.timers.run_due()
             self.finish_in_flight()  # the batch processed last, before leaving the group
         finally:
             self._close()
@@ -326,9 +280,9 @@ class Runner:
     def _sources(self, messages: list[Message]) -> list[SourceRecord]:
         sources, errors = source_records(messages)
         for error in errors:
-            self._kafka_error(error)
+            self.watch.kafka_error(error)
         if sources:
-            self._set_kafka(True)
+            self.health.report_kafka(True)
         return sources
 
     def _handle_batch(self, sources: list[SourceRecord]) -> None:
@@ -336,7 +290,7 @@ class Runner:
         ``sources`` and send their write while it runs; keep them in flight for the next round."""
         if not self.overlap_commits or len(sources) < self.overlap_min_records:
             self._handle_alone(sources)
-            self._housekeeping()
+            self.timers.run_due()
             return
         started = time.monotonic()
         # Decoding and validating need no state: done while Redis still runs the last write.
@@ -348,13 +302,13 @@ class Runner:
         # next: here they share that wait. Run after start (as before 0.4.3) they waited for the
         # whole next write, ~3 % of the loop's time in a drain (docs/performance.md). No commit is
         # running: the sweeper may publish.
-        self._housekeeping()
+        self.timers.run_due()
         written, self._written = self._written, None
         held = self._complete(written) if written is not None else None
         if written is not None and held is None:
             self._rewind_past(written.sources, sources)  # given up, and rewound: read past it
             return
-        commit = self._commits.submit(self._commit, held) if held is not None else None
+        commit = self._commits.submit(self.delivery.commit, held) if held is not None else None
         outcome: Started | AlreadyCommitted | None
         try:
             outcome = self._with_redis_retry(lambda: self._start(prepared, sources))
@@ -363,7 +317,7 @@ class Runner:
         finally:
             # Joined before anything else happens, an exception included: the Kafka calls below
             # must not run while the commit thread uses the producer.
-            held_committed = held is None or commit is None or self._finish(held, commit.result())
+            held_committed = held is None or commit is None or self.delivery.conclude(held, commit.result())
         if not held_committed:
             assert held is not None
             if isinstance(outcome, Started):
@@ -371,7 +325,7 @@ class Runner:
             self._rewind_past(held.sources, sources)
             return
         if isinstance(outcome, AlreadyCommitted):
-            self._set_redis(True)  # the read that found the floor succeeded
+            self.health.report_redis(True)  # the read that found the floor succeeded
             self.offsets.skip_to_committed(sources, outcome.floors)
         elif outcome is None:
             self.offsets.rewind(sources)  # stopping during an outage: nothing was written
@@ -394,32 +348,32 @@ class Runner:
             return
         held = self._process_whole(sources, time.monotonic())
         if held is not None:
-            self._finish(held, self._commit(held))
+            self.delivery.conclude(held, self.delivery.commit(held))
 
-    def _process_whole(self, sources: Sequence[SourceRecord], started: float) -> Held | None:
+    def _process_whole(self, sources: Sequence[SourceRecord], started: float) -> Processed | None:
         """``sources`` processed in one go, retried while Redis fails; None when the batch was
         given up (a stop during the outage, or input below the floor) and its partitions moved."""
         try:
             result = self._with_redis_retry(lambda: self.processor.process(sources))
         except AlreadyCommitted as behind:
-            self._set_redis(True)  # the read that found the floor succeeded
+            self.health.report_redis(True)  # the read that found the floor succeeded
             self.offsets.skip_to_committed(sources, behind.floors)
             return None
         if result is None:
             self.offsets.rewind(sources)  # stopping during an outage: nothing was published
             return None
-        return Held(sources, result, started)
+        return Processed(sources, result, started)
 
-    def _complete(self, written: Written) -> Held | None:
+    def _complete(self, written: Written) -> Processed | None:
         """The batch written last round, its reply read (and conflicts retried); when the reply
         is lost, the batch processed again whole: None if it was then given up (_process_whole)."""
         try:
             result = self.processor.finish(written.batch)
-            self._set_redis(True)
-            return Held(written.sources, result, written.started)
+            self.health.report_redis(True)
+            return Processed(written.sources, result, written.started)
         except (redis.RedisError, ConflictError, OSError) as error:
             metrics.REDIS_ERRORS.inc()
-            self._set_redis(False, error)
+            self.health.report_redis(False, error)
         # Whether the write was applied is unknown: the batch is processed again from the start;
         # if it was, the journal repeats its decisions.
         return self._process_whole(written.sources, written.started)
@@ -437,64 +391,7 @@ class Runner:
         if written is None:
             return True
         held = self._complete(written)
-        return held is not None and self._finish(held, self._commit(held))
-
-    def _commit(self, held: Held) -> CommitFailed | None:
-        """The Kafka commit of a processed batch (on the commit thread when overlapping)."""
-        try:
-            with self._kafka_call():
-                self.committer.commit_batch(held.result.outputs, held.result.offsets, self.consumer)
-        except CommitFailed as failure:
-            return failure
-        # The floor goes up the moment the commit is confirmed, not once the run loop is back from
-        # the next batch: a crash in between, with a broker that forgets its committed offsets,
-        # would replay the batch past the floor and publish it twice (make chaos, docs/chaos.md).
-        # Should Redis fail here, _finish sends it again, queued with the journal clean-up.
-        with suppress(redis.RedisError):
-            self.store.raise_floor(held.result.offsets)
-        return None
-
-    def _finish(self, held: Held, failure: CommitFailed | None) -> bool:
-        """After the commit of ``held``: its journal clean-up and metrics when it was committed
-        (True); else a replay from its first offsets, or from the committed offsets when the
-        outcome was unknown (False)."""
-        result, sources = held.result, held.sources
-        if failure is not None:
-            if failure.code in _BROKER_AWAY:
-                self._set_kafka(False, str(failure))
-            if not failure.maybe_committed:
-                log.warning(
-                    "batch not committed, replaying it", extra=fields(error=str(failure), fatal=failure.fatal)
-                )
-                self.offsets.rewind(sources)
-                return False
-            log.warning(
-                "batch commit outcome unknown, reading the committed offsets",
-                extra=fields(error=str(failure), fatal=failure.fatal),
-            )
-            committed = self.offsets.settle(result, first_offsets(sources))
-            if committed is None:
-                return False  # stopping first: whoever owns the partitions next starts from the committed offsets
-            if any(committed.get(tp, -1) < end for tp, end in result.offsets.items()):
-                log.warning("batch not committed, replaying it", extra=fields(error=str(failure)))
-                self.offsets.rewind(sources, committed)
-                return False
-            log.info("batch was committed after all", extra=fields(records=len(sources)))
-        self._set_kafka(True)
-        # The floor again and the journal clean-up, queued: they ride on the next read, in one
-        # script, floor first (and an idle consumer's sweeper sends them). A committed batch's floor
-        # was raised by the commit thread already (_commit); waiting here for Redis, busy with the
-        # next batch's write, held up every batch (make bench). A batch found committed only by
-        # asking the coordinator (settle, above) had no such raise: its floor goes now.
-        self.store.note_committed(result.offsets)
-        self.store.forget_journal(result.journal)
-        if failure is not None:
-            try:
-                self.store.flush_queued()
-            except redis.RedisError as error:
-                self._set_redis(False, error)
-        self._record(sources, result, held.started)
-        return True
+        return held is not None and self.delivery.conclude(held, self.delivery.commit(held))
 
     def _with_redis_retry(self, step: Callable[[], T]) -> T | None:
         """step() until Redis lets it succeed, with backoff; None when a stop comes first."""
@@ -502,164 +399,19 @@ class Runner:
         while True:
             try:
                 result = step()
-                self._set_redis(True)
+                self.health.report_redis(True)
                 return result
             except (redis.RedisError, ConflictError, OSError) as error:
                 # Unreachable, restarting (LOADING), MISCONF/OOM, read-only replica, or a customer's
                 # state changing under us: retrying is right, skipping input never is.
                 metrics.REDIS_ERRORS.inc()
-                self._set_redis(False, error)
+                self.health.report_redis(False, error)
             if self._stop_overdue() or (self.stop_requested and backoff >= BACKOFF_MAX_S):
                 return None
             metrics.REDIS_RETRIES.inc()
             self.health.beat()
             time.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
-
-    def _record(self, sources: Sequence[SourceRecord], result: BatchResult, started: float) -> None:
-        now = self.clock()
-        metrics.EVENTS_CONSUMED.inc(len(sources))
-        metrics.BATCH_SIZE.observe(len(sources))
-        _count(result.decisions)
-        metrics.observe_many(metrics.PROCESSING_LATENCY, latencies_s(result.outputs, now))
-        metrics.LAST_PROCESSED.set(now)
-        oldest = min((s.timestamp_ms for s in sources if s.timestamp_ms is not None), default=None)
-        metrics.CONSUMER_LAG_SECONDS.set(max(0.0, now - oldest / 1000) if oldest is not None else 0)
-        metrics.BATCH_DURATION.observe(time.monotonic() - started)
-
-    # --- timers and gauges -----------------------------------------------------------------
-
-    def _housekeeping(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_sweep:
-            more = self._sweep()
-            self._next_sweep = now + (0 if more else self.sweep_interval_s)
-        if now >= self._next_counts:
-            self._next_counts = now + COUNTS_INTERVAL_S
-            try:
-                pending, held = self.store.counts()
-                metrics.PENDING.set(pending)
-                metrics.HELD.set(held)
-            except redis.RedisError as error:
-                metrics.REDIS_ERRORS.inc()
-                self._set_redis(False, error)
-
-    def _sweep(self) -> bool:
-        started = time.monotonic()
-        try:
-            claimed = self.sweeper.claim_due()
-            if claimed.leads:
-                outputs = [self.codecs.unlinked_output(lead) for lead in claimed.leads]
-                with self._kafka_call():
-                    self.committer.publish(outputs)
-                self.sweeper.release(claimed)
-                for lead in claimed.leads:
-                    metrics.UNLINKED.labels(reason=lead.reason.value).inc()
-                log.info("expired leads reported", extra=fields(count=len(claimed.leads)))
-            self._set_redis(True)
-            return claimed.more
-        except redis.RedisError as error:
-            metrics.REDIS_ERRORS.inc()
-            self._set_redis(False, error)
-        except CommitFailed as failure:
-            log.warning(
-                "unlinked records not published; the lease will lapse and retry",
-                extra=fields(error=str(failure)),
-            )
-        finally:
-            metrics.SWEEP_DURATION.observe(time.monotonic() - started)
-        return False
-
-    # --- state changes, logged once each -----------------------------------------------------
-
-    def _set_redis(self, ok: bool, error: Exception | None = None) -> None:
-        if ok != self.health.redis_ok:
-            if ok:
-                log.info("redis reachable again")
-            else:
-                log.error("redis unavailable, pausing and retrying", extra=fields(error=type(error).__name__))
-        self.health.redis_ok = ok
-        metrics.REDIS_UP.set(1 if ok else 0)
-
-    def _set_kafka(self, ok: bool, detail: str = "") -> None:
-        with self._state_lock:
-            if ok != self.health.kafka_ok:
-                if ok:
-                    log.info("kafka broker reachable again")
-                else:
-                    log.error("kafka broker unreachable", extra=fields(error=detail))
-            if ok:
-                self.health.kafka_down_since = 0.0
-            elif not self.health.kafka_down_since:
-                self.health.kafka_down_since = time.monotonic()
-            metrics.KAFKA_UP.set(1 if ok else 0)
-
-    @contextmanager
-    def _kafka_call(self) -> Iterator[None]:
-        """Marks a call that may block while the broker is away (see _watch_kafka_calls)."""
-        self._kafka_call_since = time.monotonic()
-        try:
-            yield
-        finally:
-            self._kafka_call_since = 0.0
-
-    def _watch_kafka_calls(self) -> None:
-        """Daemon thread: the run loop cannot report an outage while librdkafka blocks it in a
-        transactional call (for as long as the broker is away, whatever the call's timeout), so
-        readiness is updated from here, and liveness kept while the wait is plausible. A call
-        blocked past KAFKA_CALL_LIVENESS_S is a stuck loop: liveness then fails, as it should."""
-        while True:
-            time.sleep(0.5)
-            since = self._kafka_call_since
-            if not since:
-                continue
-            blocked = time.monotonic() - since
-            if blocked > KAFKA_STALL_S and self.health.kafka_ok:
-                self._set_kafka(False, f"a Kafka call is blocked for over {KAFKA_STALL_S:.0f}s")
-            if blocked < KAFKA_CALL_LIVENESS_S:
-                self.health.beat()
-
-    def _kafka_error(self, error: KafkaError) -> None:
-        metrics.KAFKA_ERRORS.inc()
-        if error.code() in _BROKER_DOWN:
-            self._set_kafka(False, error.name())
-        else:
-            log.warning("kafka error", extra=fields(error=error.name(), detail=error.str()))
-
-    # Called by librdkafka from consume(): errors and statistics.
-    def on_error(self, error: KafkaError) -> None:
-        self._kafka_error(error)
-
-    def on_stats(self, stats_json: str) -> None:
-        stats = json.loads(stats_json)
-        for partition, lag in partition_lag(stats, self.input_topic).items():
-            metrics.CONSUMER_LAG.labels(partition=partition).set(lag)
-        group = stats.get("cgrp", {})
-        group_state = (str(group.get("state", "")), str(group.get("join_state", "")))
-        if group_state != self._group_state:
-            # One line per change: when an instance sits out of its group, this says where.
-            self._group_state = group_state
-            log.info(
-                "consumer group state",
-                extra=fields(
-                    state=group_state[0], join_state=group_state[1], partitions=group.get("assignment_size")
-                ),
-            )
-        if time.time() - stats.get("time", 0) > STATS_STALE_S:
-            return  # queued while the loop was blocked: the broker state it shows is history
-        brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
-        silent = [
-            b
-            for b in brokers
-            if b.get("state") == "UP"
-            and b.get("waitresp_cnt", 0) > 0
-            and b.get("rxidle", -1) > UNRESPONSIVE_S * 1_000_000
-        ]
-        if silent:
-            idle_s = silent[0]["rxidle"] / 1_000_000
-            self._set_kafka(False, f"broker {silent[0]['nodeid']} has not answered for {idle_s:.0f}s")
-        elif any(b.get("state") == "UP" for b in brokers):
-            self._set_kafka(True)
 
 
 def _drain(batch: Started) -> None:
@@ -676,16 +428,3 @@ def _has_label(partition: int) -> bool:
         for family in metrics.CONSUMER_LAG.collect()
         for sample in family.samples
     )
-
-
-def _count(decisions: Sequence[Decision | Invalid]) -> None:
-    """A batch's decisions into the counters, summed per label first (consumer/tally.py): a
-    labelled increment costs more than the sum (it looks up and locks the child)."""
-    counts = tally(decisions)
-    for reason, n in counts.dead_letters.items():
-        metrics.DEAD_LETTER.labels(reason=reason.value).inc(n)
-    for kind, n in counts.duplicates.items():
-        metrics.DUPLICATES.labels(kind=kind.value).inc(n)
-    for mode, n in counts.attributed.items():
-        metrics.ATTRIBUTED.labels(mode=mode.value).inc(n)
-    metrics.observe_many(metrics.VERIFICATION_DELAY, counts.verification_delays_s)

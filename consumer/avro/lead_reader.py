@@ -6,7 +6,7 @@ schemas/lead_event.avsc and, compiled (setup.py), costs a fraction of that. It o
 is sure of: anything unusual (an unknown union branch, a truncated or oversized value, invalid
 UTF-8, a map written in sized blocks, trailing bytes) raises Unusual, and the caller decodes the
 record with fastavro instead, so malformed input is judged exactly as before. It is used only while
-the schema still has exactly LAYOUT (checked when the codec is built, consumer/avro.py); tests
+the schema still has exactly LAYOUT (checked when the codec is built, consumer/avro/codec.py); tests
 compare its results with fastavro's on random and mutated records.
 """
 

@@ -1,0 +1,1 @@
+"""The operator commands beside `leadattr run`: send, replay, clear-offset-floor."""
