@@ -33,7 +33,7 @@ LEADS_OVERLAP_COMMITS=false.
 Faults, and what the loop does about them (never skipping a batch):
   Redis unreachable or failing   the batch is processed again with backoff (0.2 s .. 5 s) until it
                                  succeeds; readiness reports it; SIGTERM abandons the batch
-                                 (rewound, nothing was published) after a few tries.
+                                 (rewound, nothing was published) after a few tries (retry.py).
   commit aborted                 seek back to the batch's first offsets and process it again: the
                                  Redis journal makes the replay publish the same records.
   commit outcome unknown         (commit_transaction failed, e.g. during a broker restart) ask the
@@ -50,9 +50,9 @@ Faults, and what the loop does about them (never skipping a batch):
                                  is decided, the partitions move up to the floor
                                  (OffsetKeeper.skip_to_committed).
 The commit protocol (what a commit is, and what happens when it fails) lives in consumer/delivery/;
-the watchdog of blocked Kafka calls and librdkafka's statistics in consumer/processing/watchdog.py;
-the expiry sweep and the gauges in consumer/processing/timers.py. Each health state change is
-logged once, when it changes (consumer/health.py).
+beside this module: retry.py (a batch's Redis steps, retried), watchdog.py (blocked Kafka calls,
+librdkafka's statistics) and timers.py (the expiry sweep, the gauges). Each health state change
+is logged once, when it changes (consumer/health.py).
 """
 
 from __future__ import annotations
@@ -62,8 +62,6 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -72,18 +70,18 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from consumer import metrics
 from consumer.avro.outputs import OutputCodecs
 from consumer.delivery.committer import Committer
-from consumer.delivery.offsets import BACKOFF_MAX_S, BACKOFF_START_S, OffsetKeeper, first_offsets
-from consumer.delivery.protocol import Delivery, Processed
+from consumer.delivery.offsets import OffsetKeeper, first_offsets
+from consumer.delivery.protocol import Delivery
 from consumer.health import Health
 from consumer.logs import fields
 from consumer.model import SourceRecord
 from consumer.processing.batch import (
     AlreadyCommitted,
     BatchProcessor,
-    ConflictError,
     Started,
     source_records,
 )
+from consumer.processing.retry import Retrying, Written
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.processing.timers import Timers
 from consumer.processing.watchdog import KafkaWatch
@@ -96,18 +94,6 @@ T = TypeVar("T")
 # A batch at least this share of LEADS_BATCH_SIZE overlaps the commit of the one before it (see the
 # module docstring); a smaller one is processed and committed alone, for latency.
 OVERLAP_MIN_SHARE = 0.5
-
-
-@dataclass(slots=True)
-class Written:
-    """A batch decided, its write to Redis sent, the reply not read yet (BatchProcessor.start)."""
-
-    batch: Started
-    started: float  # monotonic time it was consumed
-
-    @property
-    def sources(self) -> Sequence[SourceRecord]:
-        return self.batch.sources
 
 
 class Runner:
@@ -133,12 +119,10 @@ class Runner:
         self.consumer = make_consumer({"error_cb": self.watch.on_error, "stats_cb": self.watch.on_stats})
         self.committer = committer
         self.store = store
-        self.processor = processor
         self.health = health
         self.input_topic = input_topic
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
-        self.shutdown_timeout_s = shutdown_timeout_s
         self.stop_requested = 0.0  # monotonic time of the first SIGTERM, 0 while running
         self.overlap_commits = overlap_commits
         self.overlap_min_records = (
@@ -159,6 +143,9 @@ class Runner:
             topic_id=topic_id,
         )
         self.delivery = Delivery(self.consumer, committer, store, self.offsets, health, self.watch)
+        self.steps = Retrying(
+            processor, self.offsets, health, lambda: self.stop_requested, shutdown_timeout_s
+        )
         self.timers = Timers(sweeper, codecs, committer, store, health, self.watch, sweep_interval_s)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -172,9 +159,6 @@ class Runner:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-
-    def _stop_overdue(self) -> bool:
-        return bool(self.stop_requested) and time.monotonic() - self.stop_requested > self.shutdown_timeout_s
 
     def run(self) -> int:
         self.consumer.subscribe(
@@ -294,24 +278,21 @@ class Runner:
             return
         started = time.monotonic()
         # Decoding and validating need no state: done while Redis still runs the last write.
-        # A schema registry outage (OSError) leaves it to be prepared again, with the retries below.
-        prepared: list[Started] = []
-        with suppress(OSError):
-            prepared.append(self.processor.prepare(sources))
-        # The timers' Redis calls queue behind the write in flight, whose reply _complete waits for
+        prepared = self.steps.prepare(sources)
+        # The timers' Redis calls queue behind the write in flight, whose reply complete waits for
         # next: here they share that wait. Run after start (as before 0.4.3) they waited for the
         # whole next write, ~3 % of the loop's time in a drain (docs/performance.md). No commit is
         # running: the sweeper may publish.
         self.timers.run_due()
         written, self._written = self._written, None
-        held = self._complete(written) if written is not None else None
+        held = self.steps.complete(written) if written is not None else None
         if written is not None and held is None:
             self._rewind_past(written.sources, sources)  # given up, and rewound: read past it
             return
         commit = self._commits.submit(self.delivery.commit, held) if held is not None else None
         outcome: Started | AlreadyCommitted | None
         try:
-            outcome = self._with_redis_retry(lambda: self._start(prepared, sources))
+            outcome = self.steps.start(prepared, sources)
         except AlreadyCommitted as behind:
             outcome = behind
         finally:
@@ -332,12 +313,6 @@ class Runner:
         else:
             self._written = Written(outcome, started)
 
-    def _start(self, prepared: list[Started], sources: list[SourceRecord]) -> Started:
-        """The prepared batch decided and its write sent; prepared anew when a try failed."""
-        batch = prepared.pop() if prepared else self.processor.prepare(sources)
-        self.processor.start(batch)
-        return batch
-
     def _handle_alone(self, sources: list[SourceRecord]) -> None:
         """One batch at a time: processed, then committed (a small batch, or
         LEADS_OVERLAP_COMMITS=false). A batch still in flight is committed first."""
@@ -346,37 +321,9 @@ class Runner:
             assert in_flight is not None
             self._rewind_past(in_flight.sources, sources)  # rewound: read past it
             return
-        held = self._process_whole(sources, time.monotonic())
+        held = self.steps.whole(sources, time.monotonic())
         if held is not None:
             self.delivery.conclude(held, self.delivery.commit(held))
-
-    def _process_whole(self, sources: Sequence[SourceRecord], started: float) -> Processed | None:
-        """``sources`` processed in one go, retried while Redis fails; None when the batch was
-        given up (a stop during the outage, or input below the floor) and its partitions moved."""
-        try:
-            result = self._with_redis_retry(lambda: self.processor.process(sources))
-        except AlreadyCommitted as behind:
-            self.health.report_redis(True)  # the read that found the floor succeeded
-            self.offsets.skip_to_committed(sources, behind.floors)
-            return None
-        if result is None:
-            self.offsets.rewind(sources)  # stopping during an outage: nothing was published
-            return None
-        return Processed(sources, result, started)
-
-    def _complete(self, written: Written) -> Processed | None:
-        """The batch written last round, its reply read (and conflicts retried); when the reply
-        is lost, the batch processed again whole: None if it was then given up (_process_whole)."""
-        try:
-            result = self.processor.finish(written.batch)
-            self.health.report_redis(True)
-            return Processed(written.sources, result, written.started)
-        except (redis.RedisError, ConflictError, OSError) as error:
-            metrics.REDIS_ERRORS.inc()
-            self.health.report_redis(False, error)
-        # Whether the write was applied is unknown: the batch is processed again from the start;
-        # if it was, the journal repeats its decisions.
-        return self._process_whole(written.sources, written.started)
 
     def _rewind_past(self, rewound: Sequence[SourceRecord], sources: list[SourceRecord]) -> None:
         """An earlier batch was rewound; ``sources``, read past it, go back too (their partitions
@@ -390,28 +337,8 @@ class Runner:
         written, self._written = self._written, None
         if written is None:
             return True
-        held = self._complete(written)
+        held = self.steps.complete(written)
         return held is not None and self.delivery.conclude(held, self.delivery.commit(held))
-
-    def _with_redis_retry(self, step: Callable[[], T]) -> T | None:
-        """step() until Redis lets it succeed, with backoff; None when a stop comes first."""
-        backoff = BACKOFF_START_S
-        while True:
-            try:
-                result = step()
-                self.health.report_redis(True)
-                return result
-            except (redis.RedisError, ConflictError, OSError) as error:
-                # Unreachable, restarting (LOADING), MISCONF/OOM, read-only replica, or a customer's
-                # state changing under us: retrying is right, skipping input never is.
-                metrics.REDIS_ERRORS.inc()
-                self.health.report_redis(False, error)
-            if self._stop_overdue() or (self.stop_requested and backoff >= BACKOFF_MAX_S):
-                return None
-            metrics.REDIS_RETRIES.inc()
-            self.health.beat()
-            time.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
 
 
 def _drain(batch: Started) -> None:
