@@ -67,13 +67,13 @@ integration: venv
 	$(BIN)/pytest -q -rs tests/integration
 
 lint: venv
-	$(BIN)/ruff check consumer tests bench setup.py
-	$(BIN)/ruff format --check consumer tests bench setup.py
+	$(BIN)/ruff check consumer harness tests bench deploy/local setup.py
+	$(BIN)/ruff format --check consumer harness tests bench deploy/local setup.py
 	$(BIN)/mypy
 
 format: venv
-	$(BIN)/ruff check --fix consumer tests bench setup.py
-	$(BIN)/ruff format consumer tests bench setup.py
+	$(BIN)/ruff check --fix consumer harness tests bench deploy/local setup.py
+	$(BIN)/ruff format consumer harness tests bench deploy/local setup.py
 
 run: venv
 	$(BIN)/python deploy/local/demo.py

@@ -19,10 +19,12 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from bench import jit, phases, report
-from bench.kafka_io import TopicSet, delete_topics, restore_broker_configs, set_broker_configs
-from bench.services import REPO, Services
+from bench.kafka_io import restore_broker_configs, set_broker_configs
+from bench.services import bench_services
 from bench.workload import Workload, check_encoding, generate
 from consumer import compiled_modules
+from harness.kafka import Topics, delete_topics
+from harness.process import REPO
 
 ALL_PHASES = ("eos", "alo", "two", "latency", "memory")
 
@@ -158,7 +160,7 @@ def _run_phase(
 
 def _drain(
     ctx: phases.Context,
-    topics: TopicSet,
+    topics: Topics,
     events: int,
     guarantee: str,
     consumers: int,
@@ -196,7 +198,7 @@ def _until_warm(
     return runs
 
 
-def _warm_up(ctx: phases.Context, topics: TopicSet, events: int, broker_pid: int | None) -> dict[str, Any]:
+def _warm_up(ctx: phases.Context, topics: Topics, events: int, broker_pid: int | None) -> dict[str, Any]:
     """Unreported exactly_once drains of the same input until the broker is warm. A broker that has
     just started is slow for minutes (JIT compilation): exactly_once drains of 100,000 events on a
     fresh broker cost it 26, 28, 16, 13, 13 us of CPU per event one after the other, and 4-9 on a
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     workdir = out / "logs" / run_id
     workdir.mkdir(parents=True, exist_ok=True)
-    services = Services.from_env()
+    services = bench_services()
     result: dict[str, Any] = {
         "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m bench " + " ".join(argv),
@@ -422,9 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         if replaced:
             restore_broker_configs(services.bootstrap, replaced)
         if not args.keep:
-            delete_topics(services.bootstrap, ctx.topics)
+            delete_topics(ctx.topics, services.bootstrap)
         if not args.keep_services:
-            services.down()
+            services.stop_started()
 
     result["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["seconds"] = round(time.monotonic() - started, 1)

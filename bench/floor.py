@@ -15,12 +15,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.kafka_io import TopicSet, create_topics, delete_topics, preload
-from bench.services import Services
+from bench.kafka_io import preload
+from bench.services import bench_services
 from bench.workload import generate
+from harness.kafka import Topics, create_topics, delete_topics
 
 
-def drain(bootstrap: str, topics: TopicSet, events: int, mode: str, batch: int) -> dict[str, Any]:
+def drain(bootstrap: str, topics: Topics, events: int, mode: str, batch: int) -> dict[str, Any]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -85,15 +86,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=2000)
     args = parser.parse_args(argv)
-    services = Services.from_env()
-    topics = TopicSet(f"bench-floor-{uuid.uuid4().hex[:8]}")
+    services = bench_services()
+    name = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    topics = Topics(name, name, name)
     try:
         services.up()
-        create_topics(services.bootstrap, topics.all())
+        create_topics(topics.all(), 6, services.bootstrap)
         preload(services.bootstrap, topics.input, generate(args.events).events)
         for mode in ("exactly_once", "at_least_once"):
             print(drain(services.bootstrap, topics, args.events, mode, args.batch_size), flush=True)
     finally:
-        delete_topics(services.bootstrap, topics.all())
-        services.down()
+        delete_topics(topics.all(), services.bootstrap)
+        services.stop_started()
     return 0

@@ -21,75 +21,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigSource,
     ResourceType,
 )
-from confluent_kafka.cimpl import NewTopic
 
 from bench.workload import PUBLISHES_NOW, Event
 
 PARTITIONS = 6
-
-
-@dataclass(frozen=True)
-class TopicSet:
-    """One phase's topics, consumer group and Redis prefix: phases never see each other's data."""
-
-    name: str
-
-    @property
-    def input(self) -> str:
-        return f"{self.name}.raw"
-
-    @property
-    def attributed(self) -> str:
-        return f"{self.name}.attributed"
-
-    @property
-    def unlinked(self) -> str:
-        return f"{self.name}.unlinked"
-
-    @property
-    def dead_letter(self) -> str:
-        return f"{self.name}.dead-letter"
-
-    def all(self) -> list[str]:
-        return [self.input, self.attributed, self.unlinked, self.dead_letter]
-
-    def env(self, group: str, prefix: str) -> dict[str, str]:
-        return {
-            "LEADS_INPUT_TOPIC": self.input,
-            "LEADS_ATTRIBUTED_TOPIC": self.attributed,
-            "LEADS_UNLINKED_TOPIC": self.unlinked,
-            "LEADS_DEAD_LETTER_TOPIC": self.dead_letter,
-            "LEADS_CONSUMER_GROUP": group,
-            "LEADS_REDIS_PREFIX": prefix,
-        }
-
-
-def create_topics(bootstrap: str, names: Sequence[str], partitions: int = PARTITIONS) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
-    )
-    for future in futures.values():
-        future.result(30)
-    # Metadata propagates asynchronously even on one broker: wait until every topic is visible.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        known = admin.list_topics(timeout=5).topics
-        if all(n in known and len(known[n].partitions) == partitions for n in names):
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"topics not visible after 30 s: {list(names)}")
-
-
-def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
-    if not names:
-        return
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.delete_topics(list(names), operation_timeout=30).values():
-        try:
-            future.result(30)
-        except Exception as error:
-            print(f"bench: could not delete a topic: {error}", flush=True)
 
 
 def set_broker_configs(bootstrap: str, changes: dict[str, str]) -> dict[str, dict[str, str | None]]:

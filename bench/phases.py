@@ -14,10 +14,12 @@ from typing import Any
 import redis
 
 from bench import spy, stats
-from bench.kafka_io import OutputReader, TopicSet, create_topics, paced_produce, preload
-from bench.proc import ConsumerProcess, Sample, Sampler, histogram_buckets
-from bench.services import Services
+from bench.kafka_io import OutputReader, paced_produce, preload
+from bench.proc import Sample, Sampler, histogram_buckets
 from bench.workload import Workload, generate, pending_leads
+from harness.kafka import Topics, create_topics
+from harness.process import ConsumerProcess
+from harness.services import LocalServices
 
 # The consumer's own settings that the bench does not vary stay at their defaults; these are the
 # only ones it sets besides topics, group and prefix.
@@ -26,7 +28,7 @@ LOG_LEVEL = "WARNING"
 
 @dataclass
 class Context:
-    services: Services
+    services: LocalServices
     run_id: str
     workdir: Path
     batch_size: int
@@ -39,9 +41,10 @@ class Context:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.services.redis_url, socket_timeout=30)
 
-    def topic_set(self, label: str) -> TopicSet:
-        topics = TopicSet(f"bench-{self.run_id}-{label}")
-        create_topics(self.services.bootstrap, topics.all())
+    def topic_set(self, label: str) -> Topics:
+        name = f"bench-{self.run_id}-{label}"
+        topics = Topics(name, name, self.prefix(label))
+        create_topics(topics.all(), 6, self.services.bootstrap)
         self.topics += topics.all()
         return topics
 
@@ -54,7 +57,7 @@ class Context:
     def consumer(
         self,
         name: str,
-        topics: TopicSet,
+        topics: Topics,
         label: str,
         guarantee: str,
         batch_wait_ms: int | None = None,
@@ -66,12 +69,13 @@ class Context:
             "LEADS_PROCESSING_GUARANTEE": guarantee,
             "LEADS_BATCH_SIZE": str(self.batch_size),
             "LEADS_LOG_LEVEL": LOG_LEVEL,
-            **topics.env(group=f"bench-{self.run_id}-{label}", prefix=self.prefix(label)),
+            **topics.env(),
         }
         wait = batch_wait_ms if batch_wait_ms is not None else self.batch_wait_ms
         if wait is not None:
             env["LEADS_BATCH_WAIT_MS"] = str(wait)
-        return ConsumerProcess(name, env | self.extra_env | (extra or {}), self.workdir)
+        merged = env | self.extra_env | (extra or {})
+        return ConsumerProcess(merged, self.workdir / f"{name}.log", self.workdir, clean=True)
 
     def forget_state(self, label: str) -> int:
         """Delete a phase's Redis keys (UNLINK, then wait for the lazy free), so the next phase
@@ -129,7 +133,7 @@ def redis_usage(before: dict[str, float], after: dict[str, float], events: float
     }
 
 
-def preload_workload(ctx: Context, label: str, workload: Workload) -> tuple[TopicSet, dict[str, Any]]:
+def preload_workload(ctx: Context, label: str, workload: Workload) -> tuple[Topics, dict[str, Any]]:
     topics = ctx.topic_set(label)
     seconds = preload(ctx.services.bootstrap, topics.input, workload.events)
     info = {
@@ -200,7 +204,7 @@ def _batch_stats(metrics: Sequence[dict[str, float]]) -> dict[str, Any]:
 def throughput(
     ctx: Context,
     label: str,
-    topics: TopicSet,
+    topics: Topics,
     events: int,
     guarantee: str,
     consumers: int = 1,

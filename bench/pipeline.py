@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from bench.phases import delete_prefix
-from bench.services import Services
+from bench.services import bench_services
 from bench.workload import generate
 from consumer import compiled_modules
 from consumer.app import tune_gc
@@ -34,6 +34,8 @@ from consumer.rules.attribute import Windows
 from consumer.state.memory import InMemoryStore
 from consumer.state.redis_store import RedisStore
 from consumer.state.store import StateStore
+from harness.process import port_answers
+from harness.services import LocalServices
 
 WINDOWS = Windows(pending_ttl_ms=604_800_000, orphan_grace_ms=300_000, dedupe_ttl_ms=604_800_000)
 
@@ -52,7 +54,7 @@ def sources(events: int, partitions: int = 6) -> list[SourceRecord]:
     return records
 
 
-def _store(kind: str, services: Services) -> tuple[StateStore, Any]:
+def _store(kind: str, services: LocalServices) -> tuple[StateStore, Any]:
     if kind == "memory":
         return InMemoryStore(), None
     prefix = f"bp{time.time_ns() % 10**8}"
@@ -74,7 +76,7 @@ def run_batches(
 
 
 def measure(kind: str, records: Sequence[SourceRecord], batch: int, profile: bool) -> dict[str, Any]:
-    services = Services.from_env()
+    services = bench_services()
     store, prefix = _store(kind, services)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     processor = BatchProcessor(store, WINDOWS, Codec("lead_event"), OutputCodecs(settings))
@@ -118,8 +120,8 @@ def main(argv: list[str]) -> int:
     records = sources(args.events)
     tune_gc()  # as `leadattr run` does before its first batch
     kinds = ("memory", "redis") if args.store == "both" else (args.store,)
-    services = Services.from_env()
-    if "redis" in kinds and not services.redis_ok():
+    services = bench_services()
+    if "redis" in kinds and not port_answers(services.redis_port):
         print(
             f"bench pipeline: no Redis on {services.redis_url}; start it with `python -m bench` or services.sh"
         )

@@ -16,19 +16,20 @@ import uuid
 import redis
 
 from bench.phases import delete_prefix, redis_counters
-from bench.services import Services
+from bench.services import bench_services
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.state.codec import encode_state
 from consumer.state.customer import CustomerState, Write
 from consumer.state.redis_store import RedisStore
+from harness.process import port_answers
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench sweep", description=__doc__)
     parser.add_argument("--leads", type=int, default=50_000)
     args = parser.parse_args(argv)
-    services = Services.from_env()
-    if not services.redis_ok():
+    services = bench_services()
+    if not port_answers(services.redis_port):
         print(
             f"bench sweep: no Redis on {services.redis_url}; start it with `python -m bench` or services.sh"
         )

@@ -2,13 +2,13 @@
 
 Starts local Kafka and Redis (unless already running), the consumer with short windows, sends
 deploy/local/sample-leads.jsonl with `leadattr send`, prints what came out, stops what it started.
+The consumer's own log goes to a file whose path is printed: the terminal shows only the demo.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,19 +19,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.support.kafka import create_topics, read_topic  # noqa: E402
+from harness.kafka import KAFKA_PORT, REDIS_PORT, create_topics, read_topic  # noqa: E402
+from harness.services import LocalServices  # noqa: E402
 
-SERVICES = REPO / "deploy" / "local" / "services.sh"
 SAMPLES = REPO / "deploy" / "local" / "sample-leads.jsonl"
-KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
-REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
+LOGS = REPO / ".services" / "logs"
 PENDING_TTL_S = 8  # short, so the demo also shows a lead that expires unverified
-
-
-def answers(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -47,9 +40,12 @@ def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def main() -> int:
-    started_services = not (answers(KAFKA_PORT) and answers(REDIS_PORT))
-    if started_services:
-        subprocess.run(["bash", str(SERVICES), "up"], check=True)
+    services = LocalServices(KAFKA_PORT, REDIS_PORT, REPO / ".services")
+    if not services.answers():
+        print(
+            f"== starting local Kafka (KRaft) on 127.0.0.1:{KAFKA_PORT} and Redis on 127.0.0.1:{REDIS_PORT}"
+        )
+    services.up()
     run_id = uuid.uuid4().hex[:6]
     env = {
         **os.environ,
@@ -64,7 +60,7 @@ def main() -> int:
         "LEADS_PENDING_TTL_SECONDS": str(PENDING_TTL_S),
         "LEADS_ORPHAN_GRACE_SECONDS": "5",
         "LEADS_METRICS_PORT": "0",
-        "LEADS_LOG_LEVEL": "WARNING",
+        "LEADS_LOG_LEVEL": "INFO",
     }
     topics = [
         env[k]
@@ -77,12 +73,20 @@ def main() -> int:
     ]
     create_topics(topics, bootstrap=env["LEADS_KAFKA_BOOTSTRAP_SERVERS"])
     leadattr = str(Path(sys.executable).with_name("leadattr"))
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log_path = LOGS / f"demo-{run_id}.log"
+    log = log_path.open("ab")
     print(f"== consumer: {leadattr} run   (topics demo-{run_id}.*, pending TTL {PENDING_TTL_S}s)")
-    consumer = subprocess.Popen([leadattr, "run"], env=env)
+    print(f"   its log: {log_path.relative_to(REPO)}")
+    consumer = subprocess.Popen([leadattr, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
     code = 1
     try:
         print(f"== sending {SAMPLES.relative_to(REPO)} with `leadattr send --file`")
-        subprocess.run([leadattr, "send", "--file", str(SAMPLES)], env=env, check=True)
+        sent = subprocess.run(
+            [leadattr, "send", "--file", str(SAMPLES)], env=env, check=True, capture_output=True, text=True
+        )
+        log.write(sent.stderr.encode())
+        print(f"   {sent.stderr.strip().splitlines()[-1]}")
         print(f"== waiting {PENDING_TTL_S + 4}s so the unverified lead expires ...")
         time.sleep(PENDING_TTL_S + 4)
         bootstrap = env["LEADS_KAFKA_BOOTSTRAP_SERVERS"]
@@ -104,13 +108,13 @@ def main() -> int:
         )
         code = 0 if (len(attributed), len(unlinked), len(dead)) == (3, 1, 1) else 1
         if code:
-            print("\nunexpected result: see the consumer's log lines above", file=sys.stderr)
+            print(f"\nunexpected result: see the consumer's log, {log_path}", file=sys.stderr)
     finally:
         consumer.send_signal(signal.SIGTERM)
         consumer.wait(40)
+        log.close()
         print(f"\n== consumer stopped (exit {consumer.returncode})")
-        if started_services:
-            subprocess.run(["bash", str(SERVICES), "down"], check=False)
+        services.stop_started()
     return code or consumer.returncode
 
 

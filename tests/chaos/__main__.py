@@ -15,9 +15,10 @@ import time
 import traceback
 from pathlib import Path
 
+from harness.services import LocalServices
 from tests.chaos.driver import Outcome, Run, log_root
 from tests.chaos.scenarios import DEFAULT, SCENARIOS
-from tests.chaos.services import ChaosServices
+from tests.chaos.services import chaos_services
 from tests.chaos.stream import Stream, generate
 
 
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_one(
-    name: str, services: ChaosServices, stream: Stream, seed: int, rate: float, root: Path
+    name: str, services: LocalServices, stream: Stream, seed: int, rate: float, root: Path
 ) -> Outcome:
     scenario = SCENARIOS[name]
     directory = root / f"{name}-{seed}"
@@ -55,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown scenarios: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    services = ChaosServices.from_env()
+    services = chaos_services()
     first_seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     print(f"chaos: {len(names)} scenarios x {args.runs} runs, {args.events} events, first seed {first_seed}")
     print(f"chaos: Kafka {services.bootstrap}, Redis {services.redis_url}, {services.directory}", flush=True)
     started = time.monotonic()
     try:
-        services.up()
+        services.up(require_owned=True)
     except Exception as error:
         print(f"chaos: could not start Kafka and Redis: {error}", file=sys.stderr)
         return 2
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 outcomes.append(outcome)
                 print(outcome.render(), flush=True)
     finally:
-        if services.started_here and not args.keep_services:
-            services.down()
+        if not args.keep_services:
+            services.stop_started()
     failed = [o for o in outcomes if not o.ok]
     print(
         f"\nchaos: {len(outcomes)} runs in {time.monotonic() - started:.0f}s, "

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.chaos.driver import Fleet, committed_offsets, create_topics, read_committed
-from tests.chaos.services import ChaosServices, shared
-from tests.support.kafka import Topics
+from harness.kafka import Topics, create_topics, read_all
+from harness.services import LocalServices
+from tests.chaos.driver import INPUT_PARTITIONS, OUTPUT_PARTITIONS, committed_now
+from tests.chaos.fleet import Fleet
+from tests.chaos.services import shared
 
 PARTITIONS = 6
 RECORDS_PER_PARTITION = 30
@@ -29,7 +31,7 @@ ZOMBIE_TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
-def chaos_services() -> ChaosServices:
+def chaos_services() -> LocalServices:
     return shared()  # started here if absent, stopped when the test process exits
 
 
@@ -71,11 +73,14 @@ def _previous_owner(bootstrap: str, topics: Topics, group: str) -> Producer:
 
 @pytest.mark.timeout(240)
 def test_new_owner_waits_for_pending_offsets_through_a_rebalance(
-    chaos_services: ChaosServices, tmp_path: Path
+    chaos_services: LocalServices, tmp_path: Path
 ) -> None:
     bootstrap = chaos_services.bootstrap
     topics = Topics.fresh()
-    create_topics(bootstrap, topics)
+    create_topics(
+        {topics.input: INPUT_PARTITIONS, **dict.fromkeys(topics.outputs(), OUTPUT_PARTITIONS)},
+        bootstrap=bootstrap,
+    )
     group = topics.env()["LEADS_CONSUMER_GROUP"]
     garbage = Producer({"bootstrap.servers": bootstrap, "log_level": 2})
     for partition in range(PARTITIONS):
@@ -99,7 +104,7 @@ def test_new_owner_waits_for_pending_offsets_through_a_rebalance(
         fleet.start("b", stable_id=False, wait=False)  # a rebalance in the middle of that wait
         deadline = time.monotonic() + ZOMBIE_TIMEOUT_MS / 1000 + 60
         while time.monotonic() < deadline:
-            if committed_offsets(bootstrap, group, topics.input) == dict.fromkeys(
+            if committed_now(chaos_services, group, topics.input) == dict.fromkeys(
                 range(PARTITIONS), RECORDS_PER_PARTITION
             ):
                 break
@@ -110,7 +115,7 @@ def test_new_owner_waits_for_pending_offsets_through_a_rebalance(
     del zombie
     assert not fleet.unexpected_exits, fleet.unexpected_exits
     assert all(rc == 0 for _, rc, _ in fleet.stops), fleet.stops
-    dead, problems = read_committed(bootstrap, topics.dead_letter, "dead_letter", timeout_s=60)
+    dead, problems = read_all(topics.dead_letter, "dead_letter", timeout_s=60, bootstrap=bootstrap)
     assert not problems
     sources = sorted((d["sourcePartition"], d["sourceOffset"]) for d in dead)
     replayed = [s for s in sources if s[1] < COMMITTED]

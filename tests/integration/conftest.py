@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.support.kafka import BOOTSTRAP, REDIS_URL, Topics, create_topics
-from tests.support.process import REPO, ConsumerProcess, port_answers
-
-SERVICES = REPO / "deploy" / "local" / "services.sh"
+from harness.kafka import BOOTSTRAP, KAFKA_PORT, REDIS_PORT, REDIS_URL, Topics, create_topics
+from harness.process import REPO, ConsumerProcess
+from harness.services import LocalServices
 
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[None]:
-    """Kafka on 9092 and Redis on 6379; started by the suite (and stopped after) if not running."""
-    started = False
-    if not (port_answers(9092) and port_answers(6379)):
-        subprocess.run(["bash", str(SERVICES), "up"], check=True)
-        started = True
+    """Kafka on KAFKA_PORT (9092) and Redis on REDIS_PORT (6379), as `make services-up` starts
+    them; started by the suite (and stopped after) when they do not answer."""
+    local = LocalServices(KAFKA_PORT, REDIS_PORT, REPO / ".services")
+    local.up()
     yield
-    if started:
-        subprocess.run(["bash", str(SERVICES), "down"], check=False)
+    local.stop_started()
 
 
 @pytest.fixture

@@ -16,21 +16,22 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import LocalServices
 from tests.chaos.driver import Run
 from tests.chaos.scenarios import SCENARIOS
-from tests.chaos.services import ChaosServices, shared
+from tests.chaos.services import shared
 from tests.chaos.stream import generate
 
 EVENTS = 3000
 
 
 @pytest.fixture(scope="module")
-def chaos_services() -> ChaosServices:
+def chaos_services() -> LocalServices:
     return shared()  # started here if absent, stopped when the test process exits
 
 
 @pytest.mark.timeout(420)
-def test_small_chaos_run_loses_and_doubles_nothing(chaos_services: ChaosServices, tmp_path: Path) -> None:
+def test_small_chaos_run_loses_and_doubles_nothing(chaos_services: LocalServices, tmp_path: Path) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1_000_000))
     scenario = SCENARIOS["small"]
     started = time.monotonic()

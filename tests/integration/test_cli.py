@@ -11,9 +11,9 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from consumer.avro.codec import Codec
+from harness.kafka import BOOTSTRAP, Topics
+from harness.process import REPO
 from tests.integration.conftest import StartConsumer
-from tests.support.kafka import BOOTSTRAP, Topics
-from tests.support.process import REPO
 
 
 def _leadattr(
@@ -81,7 +81,7 @@ def test_send_refuses_a_bad_payload_and_sends_nothing(topics: Topics) -> None:
 
 
 def test_replay_sends_dead_letters_back_byte_for_byte(topics: Topics, start_consumer: StartConsumer) -> None:
-    from tests.support.kafka import create_topics, lead, produce, read_topic  # noqa: PLC0415
+    from harness.kafka import create_topics, lead, produce, read_topic  # noqa: PLC0415
 
     consumer = start_consumer()
     produce(topics.input, [lead("c-1", "signup", clickId="k", mode="later"), b"garbage"], keys=[b"c-1", b"g"])

@@ -6,16 +6,9 @@ import time
 
 import redis
 
+from harness.kafka import Topics, committed_offsets, end_offsets, lead, produce, read_topic
 from tests.integration.conftest import StartConsumer
-from tests.support.kafka import (
-    Topics,
-    committed_offsets,
-    end_offsets,
-    lead,
-    produce,
-    read_topic,
-    wake_entries,
-)
+from tests.support.stores import wake_entries
 
 
 def test_direct_and_deferred_leads_are_attributed(

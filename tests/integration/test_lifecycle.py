@@ -6,8 +6,9 @@ import time
 
 import redis
 
+from harness.kafka import Topics, lead, produce, read_topic
 from tests.integration.conftest import StartConsumer
-from tests.support.kafka import Topics, lead, produce, read_topic, wake_entries
+from tests.support.stores import wake_entries
 
 
 def _prefix(topics: Topics) -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from harness.kafka import Topics, lead, produce, read_topic
+from harness.process import REPO, free_port
 from tests.integration.conftest import StartConsumer
-from tests.support.kafka import Topics, lead, produce, read_topic
-from tests.support.process import REPO, free_port
 from tests.support.prometheus import dashboard_expressions, metric_names, rule_expressions, running_prometheus
 
 DASHBOARD = REPO / "deploy" / "grafana" / "lead-attribution.json"

@@ -15,8 +15,7 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from tests.integration.conftest import StartConsumer
-from tests.support.kafka import (
+from harness.kafka import (
     BOOTSTRAP,
     REDIS_URL,
     Topics,
@@ -28,7 +27,8 @@ from tests.support.kafka import (
     read_topic,
     set_group_offsets,
 )
-from tests.support.process import REPO, ConsumerProcess
+from harness.process import REPO, ConsumerProcess
+from tests.integration.conftest import StartConsumer
 
 
 def _rewind_group(topics: Topics) -> None:

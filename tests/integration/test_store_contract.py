@@ -14,7 +14,7 @@ from consumer.state.customer import Write
 from consumer.state.memory import InMemoryStore
 from consumer.state.redis_store import RedisStore
 from consumer.state.store import LEGACY, StateStore, Wake
-from tests.support.kafka import REDIS_URL
+from harness.kafka import REDIS_URL
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -10,8 +10,9 @@ from typing import Any
 import redis
 
 from consumer.state.codec import decode_state, is_current
+from harness.kafka import Topics, lead, produce, read_topic
 from tests.integration.conftest import StartConsumer
-from tests.support.kafka import Topics, lead, produce, read_topic, wake_entries
+from tests.support.stores import wake_entries
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 

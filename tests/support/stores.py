@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from consumer.state.codec import decode_state
 from consumer.state.customer import PartitionKey, Write
@@ -49,3 +50,10 @@ class InterleavingStore(InMemoryStore):
         if hook is not None:
             hook()
         return super().write(writes, journal_fields)
+
+
+def wake_entries(client: Any, prefix: str) -> dict[int, list[str]]:
+    """The wake index as stored in Redis (consumer/state/keys.py): second -> cids of its list
+    (after the list's header)."""
+    seconds = [int(s) for s in client.zrange(f"{prefix}:wake", 0, -1)]
+    return {s: [c.decode() for c in client.lrange(f"{prefix}:wake:{s}", 1, -1)] for s in seconds}

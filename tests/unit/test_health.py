@@ -8,7 +8,7 @@ import urllib.request
 
 from consumer import metrics
 from consumer.health import KAFKA_DOWN_LIVENESS_S, Health, serve
-from tests.support.process import free_port
+from harness.process import free_port
 
 
 def sample(name: str) -> float:

@@ -14,7 +14,7 @@ from consumer.processing.batch import BatchProcessor
 from consumer.rules.attribute import Windows
 from consumer.state.customer import PartitionKey
 from consumer.state.memory import InMemoryStore
-from tests.support.kafka import lead
+from harness.kafka import lead
 
 CODEC = Codec("lead_event")
 WINDOWS = Windows(pending_ttl_ms=10_000, orphan_grace_ms=5_000, dedupe_ttl_ms=60_000)

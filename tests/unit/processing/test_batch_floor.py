@@ -17,7 +17,7 @@ from consumer.model import SourceRecord
 from consumer.processing.batch import AlreadyCommitted, BatchProcessor
 from consumer.rules.attribute import Windows
 from consumer.state.memory import InMemoryStore
-from tests.support.kafka import lead
+from harness.kafka import lead
 
 TOPIC = "leads.raw"
 WINDOWS = Windows(pending_ttl_ms=10_000, orphan_grace_ms=5_000, dedupe_ttl_ms=60_000)

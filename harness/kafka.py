@@ -1,0 +1,317 @@
+"""The real broker, for tests, the fault suite, the bench and the demo: topics of their own, lead
+events produced as product services do, outputs read back as analytics pipelines do
+(read_committed), and the group's committed offsets."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from consumer.avro.codec import Codec
+from consumer.avro.schemas import decode, load_schema
+
+# The ports `make services-up` used (Makefile: KAFKA_PORT, REDIS_PORT), so a second checkout can
+# run its suite against servers of its own.
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
+BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+
+LEAD_FIELDS = ("clickId", "mode", "timestamp", "customerName", "customerEmail", "customerAvatar", "metadata")
+SCHEMA_OF = {"attributed": "attributed_lead", "unlinked": "unlinked_lead", "dead-letter": "dead_letter"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """One test's (or bench phase's, or fault run's) topics, consumer group and Redis key prefix:
+    runs never see each other's data."""
+
+    name: str  # the topics are <name>.raw, <name>.attributed, ...
+    group: str
+    redis_prefix: str
+
+    @classmethod
+    def fresh(cls, tag: str = "t") -> Topics:
+        s = uuid.uuid4().hex[:10]
+        return cls(f"{tag}{s}", f"g{s}", f"{tag}{s}")
+
+    @property
+    def input(self) -> str:
+        return f"{self.name}.raw"
+
+    @property
+    def attributed(self) -> str:
+        return f"{self.name}.attributed"
+
+    @property
+    def unlinked(self) -> str:
+        return f"{self.name}.unlinked"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.name}.dead-letter"
+
+    def all(self) -> list[str]:
+        return [self.input, *self.outputs()]
+
+    def outputs(self) -> list[str]:
+        return [self.attributed, self.unlinked, self.dead_letter]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "LEADS_INPUT_TOPIC": self.input,
+            "LEADS_ATTRIBUTED_TOPIC": self.attributed,
+            "LEADS_UNLINKED_TOPIC": self.unlinked,
+            "LEADS_DEAD_LETTER_TOPIC": self.dead_letter,
+            "LEADS_CONSUMER_GROUP": self.group,
+            "LEADS_REDIS_PREFIX": self.redis_prefix,
+        }
+
+
+def admin(bootstrap: str = BOOTSTRAP, **extra: Any) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 2, **extra})
+
+
+def create_topics(
+    names: Iterable[str] | Mapping[str, int], partitions: int = 3, bootstrap: str = BOOTSTRAP
+) -> None:
+    """Create topics (a mapping gives each its own partition count) and wait until the metadata
+    shows every one of them: it propagates asynchronously, even on one broker."""
+    counts = dict(names) if isinstance(names, Mapping) else dict.fromkeys(names, partitions)
+    client = admin(bootstrap)
+    futures = client.create_topics(
+        [NewTopic(n, num_partitions=p, replication_factor=1) for n, p in counts.items()]
+    )
+    for future in futures.values():
+        future.result(60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        known = client.list_topics(timeout=5).topics
+        if all(n in known and len(known[n].partitions) == p for n, p in counts.items()):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"topics not visible after 30 s: {sorted(counts)}")
+
+
+def delete_topics(names: Sequence[str], bootstrap: str = BOOTSTRAP) -> None:
+    if not names:
+        return
+    client = admin(bootstrap)  # held while the futures run: a destroyed client never answers them
+    for future in client.delete_topics(list(names), operation_timeout=30).values():
+        try:
+            future.result(30)
+        except KafkaException as error:
+            print(f"harness: could not delete a topic: {error}", flush=True)
+
+
+def lead(cid: str, event_name: str, **fields: Any) -> dict[str, Any]:
+    return {"customerExternalId": cid, "eventName": event_name, **{f: fields.get(f) for f in LEAD_FIELDS}}
+
+
+def produce(
+    topic: str,
+    records: Iterable[dict[str, Any] | bytes],
+    keys: Iterable[bytes | None] | None = None,
+    bootstrap: str = BOOTSTRAP,
+) -> int:
+    """Lead events (dicts, encoded as Avro) or raw bytes, keyed by cid unless ``keys`` is given."""
+    codec = Codec("lead_event")
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    key_list = list(keys) if keys is not None else None
+    count = 0
+    for index, record in enumerate(records):
+        value = record if isinstance(record, bytes) else codec.encode(record)
+        if key_list is not None:
+            key = key_list[index]
+        elif isinstance(record, dict):
+            key = record["customerExternalId"].encode()
+        else:
+            key = None
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+    if producer.flush(60):
+        raise RuntimeError("not all test records were delivered")
+    return count
+
+
+def schema_for(topic: str) -> str:
+    return SCHEMA_OF[topic.rsplit(".", 1)[-1]]
+
+
+def probe(bootstrap: str = BOOTSTRAP, group: str | None = None, **extra: Any) -> Consumer:
+    """A consumer that commits nothing; read_committed, so its committed() waits for pending
+    transactional offsets (KIP-447)."""
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or f"probe-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "log_level": 3,  # errors only: a reader's retries ("Coordinator load in progress") are noise
+            **extra,
+        }
+    )
+
+
+def read_topic(
+    topic: str,
+    expected: int | None = None,
+    timeout_s: float = 30.0,
+    idle_s: float = 2.0,
+    bootstrap: str = BOOTSTRAP,
+) -> list[dict[str, Any]]:
+    """Committed records of an output topic, decoded, with ``_key`` and ``_partition``; stops once
+    ``expected`` records arrived and nothing new came for ``idle_s``, or at the timeout."""
+    schema = load_schema(schema_for(topic))
+    consumer = probe(bootstrap, **{"auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                value = decode(schema, message.value() or b"")
+                value["_key"] = message.key()
+                value["_partition"] = message.partition()
+                records.append(value)
+                last_new = time.monotonic()
+            if expected is not None and len(records) >= expected and time.monotonic() - last_new >= idle_s:
+                break
+            if expected is None and records and time.monotonic() - last_new >= idle_s:
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+def read_all(
+    topic: str,
+    schema_name: str | None,
+    timeout_s: float = 120.0,
+    committed: bool = True,
+    bootstrap: str = BOOTSTRAP,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every record of ``topic`` to its end, decoded (timestamps as epoch milliseconds), plus
+    problems: a partition whose committed data does not reach its high watermark in time (an open,
+    never-finished transaction). ``committed=False``: every record written, aborted ones too,
+    undecoded (schema_name None)."""
+    schema = load_schema(schema_name) if schema_name else None
+    settings: dict[str, Any] = {
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed" if committed else "read_uncommitted",
+    }
+    consumer = probe(bootstrap, None, **settings)
+    problems: list[str] = []
+    records: list[dict[str, Any]] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=30)
+        partitions = sorted(metadata.topics[topic].partitions)
+        high = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions
+        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        reached: dict[int, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(reached.get(p, -1) < high[p] for p in partitions):
+            for message in consumer.consume(1000, 0.5):
+                error = message.error()
+                if error is not None:
+                    partition, offset = message.partition(), message.offset()
+                    if error.code() == KafkaError._PARTITION_EOF and partition is not None:
+                        reached[partition] = offset if offset is not None else -1
+                        continue
+                    raise RuntimeError(f"reading {topic}: {error.str()}")
+                if schema is None:
+                    records.append({})
+                    continue
+                value = decode(schema, message.value() or b"")
+                value["_key"] = message.key()
+                value["_partition"] = message.partition()
+                records.append({k: _millis(v) if isinstance(v, datetime) else v for k, v in value.items()})
+        for p in partitions:
+            if reached.get(p, -1) < high[p]:
+                problems.append(
+                    f"partition {p}: committed data ends at {reached.get(p)} below the high watermark "
+                    f"{high[p]} after {timeout_s:.0f}s (a transaction left open?)"
+                )
+    finally:
+        consumer.close()
+    return records, problems
+
+
+def _millis(moment: datetime) -> int:
+    """Exact (integer) epoch milliseconds; float arithmetic could be off by one."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def partitions_of(topic: str, bootstrap: str = BOOTSTRAP) -> list[int]:
+    return sorted(admin(bootstrap).list_topics(topic, timeout=30).topics[topic].partitions)
+
+
+def committed_offsets(
+    group: str,
+    topic: str,
+    partitions: int | None = None,
+    bootstrap: str = BOOTSTRAP,
+    stable: bool = True,
+) -> dict[int, int]:
+    """The group's committed offsets of ``topic``. ``stable``: wait for pending transactional
+    offsets (KIP-447) instead of ignoring them."""
+    numbers = range(partitions) if partitions is not None else partitions_of(topic, bootstrap)
+    consumer = probe(
+        bootstrap, group, **{"isolation.level": "read_committed" if stable else "read_uncommitted"}
+    )
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in numbers], timeout=15)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in committed}
+
+
+def end_offsets(topic: str, partitions: int | None = None, bootstrap: str = BOOTSTRAP) -> dict[int, int]:
+    numbers = range(partitions) if partitions is not None else partitions_of(topic, bootstrap)
+    consumer = probe(bootstrap)
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in numbers}
+    finally:
+        consumer.close()
+
+
+def set_group_offsets(
+    group: str, topic: str, offsets: dict[int, int], bootstrap: str = BOOTSTRAP, timeout_s: float = 30
+) -> None:
+    """Set a group's committed offsets with the admin API (the group must have no live member)."""
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in offsets.items()])
+    client = admin(bootstrap)  # held while the futures run: a destroyed client never answers them
+    for future in client.alter_consumer_group_offsets([request]).values():
+        future.result(timeout_s)
