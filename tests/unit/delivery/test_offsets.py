@@ -75,7 +75,7 @@ def _starts(runner: Runner, consumer: FakeConsumer) -> list[tuple[int, int]] | N
 def test_no_committed_offset_for_a_partition_with_a_floor_is_asked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # make chaos, broker run (session 6): right after kafka-kill + start the coordinator answered
+    # make chaos, broker run: right after kafka-kill + start the coordinator answered
     # "no offset" (-1001) for every partition. One instance's last commit had gone through but
     # its outcome was unknown to it (so no floor yet); the other started from the floor, below
     # that commit, and published its records a second time. The coordinator, asked again once
