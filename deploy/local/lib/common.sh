@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Settings, folders, logging, the lock and process helpers.
+# Settings, the shape's folders and ports, logging, the lock and process helpers.
 # Sourced by deploy/local/services.sh; every other lib/ file relies on what this one defines.
 
 KAFKA_VERSION=4.1.1 # keep in sync with deploy/local/kafka/pom.xml
@@ -7,11 +7,44 @@ KAFKA_VERSION=4.1.1 # keep in sync with deploy/local/kafka/pom.xml
 POM="$SCRIPT_DIR/kafka/pom.xml"
 PROBE="$SCRIPT_DIR/kafka_probe.py"
 
-KAFKA_PORT="${KAFKA_PORT:-9092}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1000))}"
-REDIS_PORT="${REDIS_PORT:-6379}"
+log() { printf 'services: %s\n' "$*"; }
+err() { printf 'services: ERROR: %s\n' "$*" >&2; }
+die() {
+  err "$*"
+  exit 1
+}
+
+is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
+
+# ---------------------------------------------------------------------------
+# shape: which services, how many of each, secured or not
+# ---------------------------------------------------------------------------
+
+KAFKA_BROKERS="${KAFKA_BROKERS:-1}"
+[[ "$KAFKA_BROKERS" == 1 || "$KAFKA_BROKERS" == 3 ]] || die "KAFKA_BROKERS must be 1 or 3 (got '$KAFKA_BROKERS')"
+
+# The folder name of a shape, e.g. "cluster". The plain single-node shape has
+# no name: it lives directly in SERVICES_DIR, where its data has always been.
+shape_name() { # shape_name BROKERS
+  [[ "$1" == 1 ]] || printf 'cluster\n'
+}
+
 SERVICES_DIR="${SERVICES_DIR:-$REPO_ROOT/.services}"
-SERVICES_TIMEOUT="${SERVICES_TIMEOUT:-60}"
+SHAPE="$(shape_name "$KAFKA_BROKERS")"
+SHAPE_DIR="$SERVICES_DIR${SHAPE:+/$SHAPE}"
+
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+REDIS_PORT="${REDIS_PORT:-6379}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1000))}"
+for _var in KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT; do
+  if ! is_uint "${!_var}" || ((${!_var} == 0 || ${!_var} + 2 > 65535)); then
+    die "$_var must be a TCP port (got '${!_var}')"
+  fi
+done
+unset _var
+
+# Three JVMs starting at once on a small machine take several times as long as one.
+SERVICES_TIMEOUT="${SERVICES_TIMEOUT:-$((KAFKA_BROKERS == 1 ? 60 : 180))}"
 STOP_TIMEOUT="${STOP_TIMEOUT:-30}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
 WITH_PROMETHEUS="${WITH_PROMETHEUS:-0}"
@@ -22,36 +55,24 @@ else
   JAVA="${JAVA:-java}"
 fi
 
+# Shared by every shape: the jars are the same.
 LIB_DIR="${KAFKA_LIB_DIR:-$SERVICES_DIR/lib}"
-CONF_DIR="$SERVICES_DIR/conf"
-DATA_DIR="$SERVICES_DIR/data"
-LOG_DIR="$SERVICES_DIR/logs"
-RUN_DIR="$SERVICES_DIR/run"
-KAFKA_DATA="$DATA_DIR/kafka"
-REDIS_DATA="$DATA_DIR/redis"
-KAFKA_PID="$RUN_DIR/kafka.pid"
-REDIS_PID="$RUN_DIR/redis.pid"
-KAFKA_CONF="$CONF_DIR/server.properties"
-REDIS_CONF="$CONF_DIR/redis.conf"
-
-log() { printf 'services: %s\n' "$*"; }
-err() { printf 'services: ERROR: %s\n' "$*" >&2; }
-die() {
-  err "$*"
-  exit 1
-}
-
+CONF_DIR="$SHAPE_DIR/conf"
+DATA_DIR="$SHAPE_DIR/data"
+LOG_DIR="$SHAPE_DIR/logs"
+RUN_DIR="$SHAPE_DIR/run"
 
 prepare_dirs() {
-  mkdir -p "$CONF_DIR" "$KAFKA_DATA" "$REDIS_DATA" "$LOG_DIR" "$RUN_DIR"
+  mkdir -p "$CONF_DIR" "$DATA_DIR" "$LOG_DIR" "$RUN_DIR"
   # Ignore the whole folder from inside, so it never shows in `git status` even
   # if the repo's .gitignore does not list it (or SERVICES_DIR points elsewhere).
   [[ -f "$SERVICES_DIR/.gitignore" ]] || printf '*\n' >"$SERVICES_DIR/.gitignore"
 }
 
-# Serialise concurrent invocations (e.g. two test sessions calling `up` at once).
-# The daemons must be started with `9>&-` (and 8, the jar-cache lock): an inherited fd would keep a lock
-# held for as long as they live.
+# Serialise concurrent invocations (e.g. two test sessions calling `up` at once),
+# across all shapes of one SERVICES_DIR. The daemons must be started with `9>&-`
+# (and 8, the jar-cache lock): an inherited fd would keep a lock held for as
+# long as they live.
 take_lock() {
   mkdir -p "$SERVICES_DIR"
   exec 9>"$SERVICES_DIR/.lock"
@@ -62,12 +83,21 @@ take_lock() {
 
 is_root() { [[ "$(id -u)" == 0 ]]; }
 
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+
+proc_state() { awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true; }
+
 # kill -0 also succeeds for a zombie (a child that died but was not reaped yet,
 # e.g. a broker that crashed during startup), so look at the process state too.
 alive() {
   kill -0 "$1" 2>/dev/null || return 1
-  [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]
+  [[ "$(proc_state "$1")" != Z ]]
 }
+
+# SIGSTOP'd (kafka-freeze, redis-freeze): alive, holding its ports, answering nothing.
+frozen() { [[ "$(proc_state "$1")" == T ]]; }
 
 # pid from a pid file if that process is alive and its command line contains $2
 # (guards against a recycled pid belonging to some unrelated process).
@@ -82,18 +112,33 @@ live_pid() {
   printf '%s\n' "$pid"
 }
 
-
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-stop_pid() { # stop_pid NAME PID [SIGNAL]
-  local name="$1" pid="$2" sig="${3:-TERM}" waited=0
-  kill -s "$sig" "$pid" 2>/dev/null || return 0
-  while alive "$pid"; do
+# stop_pids SIGNAL NAME=PID...: signal them all at once, then wait for all.
+# Processes that outlive STOP_TIMEOUT get SIGKILL. Stopping the nodes of a
+# cluster together matters: one by one, the last broker's controlled shutdown
+# waits for a controller quorum that is already gone.
+stop_pids() {
+  local sig="$1" entry waited=0 left
+  shift
+  for entry in "$@"; do
+    kill -s "$sig" "${entry#*=}" 2>/dev/null || true
+    # A frozen process acts on SIGTERM only once it runs again.
+    [[ "$sig" == KILL ]] || kill -s CONT "${entry#*=}" 2>/dev/null || true
+  done
+  while :; do
+    left=()
+    for entry in "$@"; do
+      alive "${entry#*=}" && left+=("$entry")
+    done
+    ((${#left[@]} == 0)) && return 0
     if ((waited >= STOP_TIMEOUT * 10)); then
-      log "$name (pid $pid) still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
-      kill -s KILL "$pid" 2>/dev/null || true
+      for entry in "${left[@]}"; do
+        log "${entry%%=*} (pid ${entry#*=}) still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
+        kill -s KILL "${entry#*=}" 2>/dev/null || true
+      done
       sleep 0.5
-      break
+      return 0
     fi
     sleep 0.1
     waited=$((waited + 1))

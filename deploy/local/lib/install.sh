@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # `install`: the programs the services need (apt, root only) and the Kafka jars
-# (Maven Central, cached in LIB_DIR).
+# (Maven Central, cached in LIB_DIR and shared by every shape).
 
 java_major() {
   local v
