@@ -112,9 +112,11 @@ transaction.state.log.num.partitions=10
 
 # Tests and demos join groups constantly: don't wait 3 s for more members.
 group.initial.rebalance.delay.ms=0
-# Producers may create topics on first use; 3 partitions (not 1) so that
+# The service provisions its topics (leadattr topics create) with the
+# settings it needs; a topic that appears on first use would hide a missing
+# or misnamed one. 3 partitions for topics created without a count, so that
 # partition assignment / rebalancing / per-key ordering get exercised locally.
-auto.create.topics.enable=true
+auto.create.topics.enable=false
 num.partitions=3
 
 # broker.session.timeout.ms stays at its default (9 s): after a SIGKILL
