@@ -3,18 +3,27 @@
 #
 # Usage: [SHAPE VARIABLES] deploy/local/services.sh COMMAND [NODE]
 #
-# Shapes (each keeps its data in its own folder):
+# Shapes (each keeps its data in its own folder; KAFKA_BROKERS and SECURE combine):
 #   (default)       one Kafka node + one Redis                       folder $SERVICES_DIR
 #   KAFKA_BROKERS=3 three Kafka nodes (broker+controller each, ids 1..3, static voters),
 #                   clients on KAFKA_PORT..+2, controllers on KAFKA_CONTROLLER_PORT..+2;
 #                   internal topics and topics created without a factor: RF 3,
 #                   min.insync.replicas 2 (a topic created with RF 1 stops while its
 #                   broker is down)                                  folder $SERVICES_DIR/cluster
+#   SECURE=1        Kafka clients and brokers on SASL_SSL, SCRAM-SHA-512 only, ACLs enforced
+#                   (StandardAuthorizer, allow.everyone.if.no.acl.found=false); the KRaft
+#                   controller listener on TLS with client certificates required (SCRAM
+#                   cannot serve it). Redis TLS only (port 0), default user off, ACL users
+#                   admin and leadattr. A local CA, certificates and passwords made once.
+#                   Default ports 9093 (controller 10093) and 6380, beside the plaintext pair.
+#                   Writes $SERVICES_DIR/secure.env (consumer), secure-admin.env,
+#                   secure-producer.env (see Files)              folder $SERVICES_DIR/secure
+#                   With KAFKA_BROKERS=3: $SERVICES_DIR/secure-cluster, secure-cluster*.env
 #
 # Commands (all act on the shape the variables select):
 #   install        idempotent: redis-server via apt (root only), checks java>=17, mvn,
 #                  python3, fetches the Kafka jars from Maven Central into KAFKA_LIB_DIR
-#                  (WITH_PROMETHEUS=1: also prometheus, promtool)
+#                  (SECURE=1: openssl via apt, keytool; WITH_PROMETHEUS=1: prometheus, promtool)
 #   up             install, then start every node of the shape that is not running (a frozen
 #                  one gets SIGCONT) and wait until all answer: each Kafka node answers a
 #                  Metadata request listing every broker; a cluster also answers group and
@@ -24,8 +33,8 @@
 #                  keeps data
 #   down-all       stop every node of every shape under SERVICES_DIR
 #   status         one line per node; exit 0 only if all answer
-#   clean          down, then delete the shape's data, logs and generated config; keeps
-#                  the jar cache
+#   clean          down, then delete the shape's data, logs and generated config (and for
+#                  SECURE=1 its CA, passwords and env files); keeps the jar cache
 #   kafka-start [N] | kafka-stop [N] | kafka-restart [N] | kafka-kill [N]
 #   kafka-freeze [N] | kafka-thaw [N]
 #                  one Kafka node N (1..KAFKA_BROKERS), or all without N; data kept.
@@ -37,9 +46,13 @@
 #
 # Environment:
 #   KAFKA_BROKERS          1 or 3 Kafka nodes                            default 1
-#   KAFKA_PORT             client port of node 1 on 127.0.0.1 (node N: +N-1)   default 9092
+#   SECURE=1               the secured shape                             default 0
+#   KAFKA_PORT             client port of node 1 on 127.0.0.1 (node N: +N-1)
+#                                                                 default 9092, SECURE=1: 9093
 #   KAFKA_CONTROLLER_PORT  KRaft controller port of node 1 (node N: +N-1) default KAFKA_PORT+1000
-#   REDIS_PORT             Redis port on 127.0.0.1                       default 6379
+#   REDIS_PORT             Redis port on 127.0.0.1                       default 6379, SECURE=1: 6380
+#   REDIS_SERVICE_ACL      the leadattr Redis user's ACL rule (SECURE=1)
+#                          default '~leadattr:* ~t*:* +@all -@dangerous +info +script|load'
 #   SERVICES_DIR           state folder (self-git-ignored)               default <repo>/.services
 #   SERVICES_TIMEOUT       seconds to wait for readiness                 default 60, cluster 180
 #   STOP_TIMEOUT           seconds between SIGTERM and SIGKILL           default 30
@@ -61,6 +74,21 @@
 #                        cluster: run/kafka-N.pid (for tests that signal a process themselves)
 #   lib/                 ($SERVICES_DIR only) Kafka jars (+ .stamp: version and pom hash)
 #
+# Files of SECURE=1 (<shape> is secure or secure-cluster):
+#   tls/ca.pem           the local CA clients trust; tls/server.pem, server.key (Redis);
+#                        tls/keystore.p12, truststore.p12 (Kafka); ca.key
+#   secrets/*.password   mode 600: kafka-admin, kafka-broker, kafka-leadattr, kafka-producer
+#                        (SCRAM users), redis-admin, redis-leadattr, tls-store
+#   $SERVICES_DIR/<shape>.env           the consumer: SCRAM user leadattr, Redis user leadattr
+#   $SERVICES_DIR/<shape>-admin.env     the same variables for the admin users
+#   $SERVICES_DIR/<shape>-producer.env  Kafka variables only, SCRAM user producer
+#                        mode 600; LEADS_KAFKA_BOOTSTRAP_SERVERS, LEADS_KAFKA_SECURITY_PROTOCOL,
+#                        LEADS_KAFKA_SASL_MECHANISM, LEADS_KAFKA_SASL_USERNAME,
+#                        LEADS_KAFKA_SASL_PASSWORD, LEADS_KAFKA_SSL_CA_LOCATION, LEADS_REDIS_URL
+#                        (rediss://USER:PASSWORD@127.0.0.1:PORT/0?ssl_ca_certs=CA); use them as
+#                        set -a; . .services/secure.env; set +a
+#   The SCRAM users leadattr and producer have no ACLs: the application grants its own.
+#
 # One instance of a shape per SERVICES_DIR: to run a second one in parallel, give it its own
 # SERVICES_DIR and ports.
 set -euo pipefail
@@ -72,6 +100,10 @@ REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 . "$SCRIPT_DIR/lib/common.sh"
 # shellcheck source=SCRIPTDIR/lib/install.sh
 . "$SCRIPT_DIR/lib/install.sh"
+# shellcheck source=SCRIPTDIR/lib/credentials.sh
+. "$SCRIPT_DIR/lib/credentials.sh"
+# shellcheck source=SCRIPTDIR/lib/tls.sh
+. "$SCRIPT_DIR/lib/tls.sh"
 # shellcheck source=SCRIPTDIR/lib/kafka.sh
 . "$SCRIPT_DIR/lib/kafka.sh"
 # shellcheck source=SCRIPTDIR/lib/redis.sh
@@ -95,8 +127,11 @@ cmd_clean() {
     log "deleting $DATA_DIR, $LOG_DIR, $CONF_DIR (jar cache $LIB_DIR kept)"
     rm -rf "$DATA_DIR" "$LOG_DIR" "$CONF_DIR" "$RUN_DIR"
   else
-    log "deleting $SHAPE_DIR"
+    log "deleting $SHAPE_DIR$([[ "$SECURE" == 0 ]] || printf ' and its env files')"
     rm -rf "$SHAPE_DIR"
+    if [[ "$SECURE" == 1 ]]; then
+      rm -f "$ENV_SERVICE" "$ENV_ADMIN" "$ENV_PRODUCER"
+    fi
   fi
 }
 
@@ -166,7 +201,10 @@ main() {
   take_lock
   [[ "$cmd" != kafka-* ]] || node="$(kafka_node_arg "$@")"
   case "$cmd" in
-    up | kafka-start | kafka-restart | redis-start | redis-restart) cmd_install ;;
+    up | kafka-start | kafka-restart | redis-start | redis-restart)
+      cmd_install
+      if [[ "$SECURE" == 1 ]]; then secure_prepare; fi
+      ;;
   esac
   case "$cmd" in
     install) cmd_install ;;

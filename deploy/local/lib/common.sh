@@ -21,20 +21,33 @@ is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 # ---------------------------------------------------------------------------
 
 KAFKA_BROKERS="${KAFKA_BROKERS:-1}"
+SECURE="${SECURE:-0}"
 [[ "$KAFKA_BROKERS" == 1 || "$KAFKA_BROKERS" == 3 ]] || die "KAFKA_BROKERS must be 1 or 3 (got '$KAFKA_BROKERS')"
+[[ "$SECURE" == 0 || "$SECURE" == 1 ]] || die "SECURE must be 0 or 1 (got '$SECURE')"
 
-# The folder name of a shape, e.g. "cluster". The plain single-node shape has
-# no name: it lives directly in SERVICES_DIR, where its data has always been.
-shape_name() { # shape_name BROKERS
-  [[ "$1" == 1 ]] || printf 'cluster\n'
+# The folder name of a shape: its parts joined, e.g. "secure-cluster". The plain
+# single-node shape has no name: it lives directly in SERVICES_DIR, where its
+# data has always been.
+shape_name() { # shape_name SECURE BROKERS
+  local parts=()
+  [[ "$1" == 1 ]] && parts+=(secure)
+  [[ "$2" != 1 ]] && parts+=(cluster)
+  local IFS=-
+  printf '%s\n' "${parts[*]}"
 }
 
 SERVICES_DIR="${SERVICES_DIR:-$REPO_ROOT/.services}"
-SHAPE="$(shape_name "$KAFKA_BROKERS")"
+SHAPE="$(shape_name "$SECURE" "$KAFKA_BROKERS")"
 SHAPE_DIR="$SERVICES_DIR${SHAPE:+/$SHAPE}"
 
-KAFKA_PORT="${KAFKA_PORT:-9092}"
-REDIS_PORT="${REDIS_PORT:-6379}"
+if [[ "$SECURE" == 1 ]]; then
+  # Beside the plaintext pair on the default ports, not on top of it.
+  KAFKA_PORT="${KAFKA_PORT:-9093}"
+  REDIS_PORT="${REDIS_PORT:-6380}"
+else
+  KAFKA_PORT="${KAFKA_PORT:-9092}"
+  REDIS_PORT="${REDIS_PORT:-6379}"
+fi
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1000))}"
 for _var in KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT; do
   if ! is_uint "${!_var}" || ((${!_var} == 0 || ${!_var} + 2 > 65535)); then
@@ -61,6 +74,8 @@ CONF_DIR="$SHAPE_DIR/conf"
 DATA_DIR="$SHAPE_DIR/data"
 LOG_DIR="$SHAPE_DIR/logs"
 RUN_DIR="$SHAPE_DIR/run"
+TLS_DIR="$SHAPE_DIR/tls"
+SECRETS_DIR="$SHAPE_DIR/secrets"
 
 prepare_dirs() {
   mkdir -p "$CONF_DIR" "$DATA_DIR" "$LOG_DIR" "$RUN_DIR"

@@ -43,6 +43,9 @@ cmd_install() {
     apt_install redis-server
     stop_distro_service redis-server
   fi
+  if [[ "$SECURE" == 1 ]] && ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl
+  fi
   if [[ "$WITH_PROMETHEUS" == 1 ]] && { ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; }; then
     apt_install prometheus
     stop_distro_service prometheus
@@ -57,6 +60,9 @@ cmd_install() {
       missing+=("java>=17 (found '$("$JAVA" -version 2>&1 | head -n1)'; Kafka 4.x brokers need 17+)")
     fi
   fi
+  if [[ "$SECURE" == 1 ]] && ! keytool_path >/dev/null; then
+    missing+=("keytool (ships with the JDK/JRE next to java)")
+  fi
   command -v mvn >/dev/null 2>&1 || missing+=("mvn (apt-get install maven)")
   command -v "$PYTHON" >/dev/null 2>&1 || missing+=("python3 (readiness probe)")
   if ((${#missing[@]} > 0)); then
@@ -65,6 +71,21 @@ cmd_install() {
   fi
 
   fetch_kafka_jars
+}
+
+# keytool writes the Java truststore (a PKCS12 entry Java trusts needs an
+# attribute OpenSSL 3.0 cannot set). It sits next to the java binary.
+keytool_path() {
+  local dir
+  if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/keytool" ]]; then
+    printf '%s\n' "$JAVA_HOME/bin/keytool"
+  elif command -v keytool >/dev/null 2>&1; then
+    command -v keytool
+  elif dir="$(dirname "$(readlink -f "$(command -v "$JAVA")")" 2>/dev/null)" && [[ -x "$dir/keytool" ]]; then
+    printf '%s\n' "$dir/keytool"
+  else
+    return 1
+  fi
 }
 
 fetch_kafka_jars() {
