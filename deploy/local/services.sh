@@ -3,7 +3,7 @@
 #
 # Usage: [SHAPE VARIABLES] deploy/local/services.sh COMMAND [NODE]
 #
-# Shapes (each keeps its data in its own folder; KAFKA_BROKERS and SECURE combine):
+# Shapes (each keeps its data in its own folder; combine KAFKA_BROKERS with SECURE or REDIS_HA):
 #   (default)       one Kafka node + one Redis                       folder $SERVICES_DIR
 #   KAFKA_BROKERS=3 three Kafka nodes (broker+controller each, ids 1..3, static voters),
 #                   clients on KAFKA_PORT..+2, controllers on KAFKA_CONTROLLER_PORT..+2;
@@ -19,6 +19,11 @@
 #                   Writes $SERVICES_DIR/secure.env (consumer), secure-admin.env,
 #                   secure-producer.env (see Files)              folder $SERVICES_DIR/secure
 #                   With KAFKA_BROKERS=3: $SERVICES_DIR/secure-cluster, secure-cluster*.env
+#   REDIS_HA=1      Redis redis-a (first primary) on REDIS_PORT, redis-b (replica) on
+#                   REDIS_PORT+1, Sentinel(s) on REDIS_SENTINEL_PORT.. watching master name
+#                   "leadattr" (quorum 1 of 1, or 2 of 3), down-after 2000 ms, failover-timeout
+#                   10000 ms; plus one Kafka node (or three)     folder $SERVICES_DIR/redis-ha
+#                   SECURE=1 with REDIS_HA=1 is not supported.
 #
 # Commands (all act on the shape the variables select):
 #   install        idempotent: redis-server via apt (root only), checks java>=17, mvn,
@@ -28,7 +33,8 @@
 #                  one gets SIGCONT) and wait until all answer: each Kafka node answers a
 #                  Metadata request listing every broker; a cluster also answers group and
 #                  transaction FindCoordinator (so groups and transactions work at once);
-#                  Redis answers PING. Safe to call again.
+#                  Redis answers PING; a replica's link is up; a Sentinel knows the primary,
+#                  the replica and its peers. Safe to call again.
 #   down           stop every node of the shape (SIGTERM, up to STOP_TIMEOUT, then SIGKILL);
 #                  keeps data
 #   down-all       stop every node of every shape under SERVICES_DIR
@@ -40,17 +46,27 @@
 #                  one Kafka node N (1..KAFKA_BROKERS), or all without N; data kept.
 #                  kill: SIGKILL (a crash); freeze/thaw: SIGSTOP/SIGCONT (a hung broker:
 #                  connections stay open, nothing answers)
-#   redis-start | redis-stop | redis-restart | redis-kill | redis-freeze | redis-thaw
-#                  the same for Redis
+#   redis-start [NODE] | redis-stop [NODE] | redis-restart [NODE] | redis-kill [NODE]
+#   redis-freeze [NODE] | redis-thaw [NODE]
+#                  the same for Redis. With REDIS_HA=1, NODE is redis-a, redis-b (or a, b),
+#                  primary or replica (their roles now, asked from Sentinel), sentinel (all
+#                  Sentinels) or sentinel-N; without NODE: all of them. A data node started
+#                  after a failover comes back as a replica of the current primary.
+#   redis-ha-primary
+#                  print the port of the current primary (a live Sentinel's answer, else the
+#                  node reporting role:master); exit 1 if none knows. Implies REDIS_HA=1.
 #   help           this text
 #
 # Environment:
 #   KAFKA_BROKERS          1 or 3 Kafka nodes                            default 1
 #   SECURE=1               the secured shape                             default 0
+#   REDIS_HA=1             Redis primary + replica + Sentinel            default 0
+#   REDIS_SENTINELS        1 or 3 Sentinels (REDIS_HA=1)                 default 1
 #   KAFKA_PORT             client port of node 1 on 127.0.0.1 (node N: +N-1)
 #                                                                 default 9092, SECURE=1: 9093
 #   KAFKA_CONTROLLER_PORT  KRaft controller port of node 1 (node N: +N-1) default KAFKA_PORT+1000
-#   REDIS_PORT             Redis port on 127.0.0.1                       default 6379, SECURE=1: 6380
+#   REDIS_PORT             Redis (REDIS_HA=1: redis-a; redis-b on +1)    default 6379, SECURE=1: 6380
+#   REDIS_SENTINEL_PORT    Sentinel 1 (sentinel-N on +N-1)               default REDIS_PORT+20000
 #   REDIS_SERVICE_ACL      the leadattr Redis user's ACL rule (SECURE=1)
 #                          default '~leadattr:* ~t*:* +@all -@dangerous +info +script|load'
 #   SERVICES_DIR           state folder (self-git-ignored)               default <repo>/.services
@@ -65,13 +81,15 @@
 #
 # Layout of a shape's folder ($SERVICES_DIR, or $SERVICES_DIR/<shape>):
 #   conf/                generated server.properties (cluster: kafka-N.properties),
-#                        log4j2*.properties, redis.conf
+#                        log4j2*.properties, redis.conf; REDIS_HA: redis-a.conf, redis-b.conf,
+#                        sentinel-N.conf (made once, then Redis' and Sentinel's own), topology
 #   data/kafka/          KRaft metadata + topic data, formatted once (cluster: data/kafka-N/,
-#                        one cluster id); data/redis/: AOF
+#                        one cluster id); data/redis/ (REDIS_HA: data/redis-a/, ...): AOF
 #   logs/kafka.log       broker log (cluster: kafka-N.log); kafka.out: JVM stdout/stderr;
-#                        redis.log; maven.log
+#                        redis.log (REDIS_HA: redis-a.log, sentinel-N.log); maven.log
 #   run/kafka.pid, run/redis.pid
-#                        cluster: run/kafka-N.pid (for tests that signal a process themselves)
+#                        cluster: run/kafka-N.pid; REDIS_HA: run/redis-a.pid, run/redis-b.pid,
+#                        run/sentinel-N.pid (for tests that signal a process themselves)
 #   lib/                 ($SERVICES_DIR only) Kafka jars (+ .stamp: version and pom hash)
 #
 # Files of SECURE=1 (<shape> is secure or secure-cluster):
@@ -96,6 +114,9 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 
+# Asking who the primary is only makes sense of the high-availability shape.
+[[ "${1:-}" == redis-ha-primary ]] && REDIS_HA=1
+
 # shellcheck source=SCRIPTDIR/lib/common.sh
 . "$SCRIPT_DIR/lib/common.sh"
 # shellcheck source=SCRIPTDIR/lib/install.sh
@@ -108,21 +129,33 @@ REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 . "$SCRIPT_DIR/lib/kafka.sh"
 # shellcheck source=SCRIPTDIR/lib/redis.sh
 . "$SCRIPT_DIR/lib/redis.sh"
+# shellcheck source=SCRIPTDIR/lib/redis_ha.sh
+. "$SCRIPT_DIR/lib/redis_ha.sh"
 
 usage() {
   sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
 }
 
+# The Redis of the shape: one server, or the high-availability set.
+redis_up() { if [[ "$REDIS_HA" == 1 ]]; then ha_start "$@"; else redis_start; fi; }
+redis_down() { # redis_down SIGNAL [NODE...]
+  if [[ "$REDIS_HA" == 1 ]]; then ha_stop "$@"; else redis_stop "$1"; fi
+}
+
 cmd_status() {
   local all=0
   kafka_status || all=1
-  redis_status || all=1
+  if [[ "$REDIS_HA" == 1 ]]; then
+    ha_status || all=1
+  else
+    redis_status || all=1
+  fi
   return "$all"
 }
 
 cmd_clean() {
   kafka_stop TERM
-  redis_stop TERM
+  redis_down TERM
   if [[ -z "$SHAPE" ]]; then
     log "deleting $DATA_DIR, $LOG_DIR, $CONF_DIR (jar cache $LIB_DIR kept)"
     rm -rf "$DATA_DIR" "$LOG_DIR" "$CONF_DIR" "$RUN_DIR"
@@ -135,9 +168,10 @@ cmd_clean() {
   fi
 }
 
-# Every pid file of every shape folder, stopped together.
+# Every pid file of every shape folder: Sentinels first (so stopping data
+# nodes starts no failover), then everything else together.
 cmd_down_all() {
-  local dir file name needle pid label entries=() files=()
+  local dir file name needle pid label sentinels=() others=() files=()
   for dir in "$SERVICES_DIR" "$SERVICES_DIR"/*/; do
     dir="${dir%/}"
     for file in "$dir"/run/*.pid; do
@@ -157,10 +191,14 @@ cmd_down_all() {
       fi
       log "$label: stopping pid $pid"
       files+=("$file")
-      entries+=("$label=$pid")
+      case "$name" in
+        sentinel-*) sentinels+=("$label=$pid") ;;
+        *) others+=("$label=$pid") ;;
+      esac
     done
   done
-  ((${#entries[@]} == 0)) || stop_pids TERM "${entries[@]}"
+  ((${#sentinels[@]} == 0)) || stop_pids TERM "${sentinels[@]}"
+  ((${#others[@]} == 0)) || stop_pids TERM "${others[@]}"
   ((${#files[@]} == 0)) || rm -f "${files[@]}"
   log "every shape under $SERVICES_DIR stopped"
 }
@@ -182,24 +220,41 @@ main() {
       usage
       return 0
       ;;
-    install | up | down | down-all | status | clean)
+    install | up | down | down-all | status | clean | redis-ha-primary)
       (($# == 0)) || die "$cmd takes no arguments"
       ;;
     kafka-start | kafka-stop | kafka-restart | kafka-kill | kafka-freeze | kafka-thaw) ;;
     redis-start | redis-stop | redis-restart | redis-kill | redis-freeze | redis-thaw)
-      (($# == 0)) || die "$cmd takes no arguments"
+      [[ "$REDIS_HA" == 1 || $# == 0 ]] || die "$cmd NODE needs REDIS_HA=1 (one Redis has no nodes to choose)"
       ;;
     *)
       usage >&2
       return 64
       ;;
   esac
-  if [[ "$cmd" == status ]]; then
-    cmd_status
-    return
+  if [[ "$SECURE" == 1 && "$REDIS_HA" == 1 ]]; then
+    die "SECURE=1 with REDIS_HA=1 is not supported: run them as two shapes"
   fi
+  case "$cmd" in
+    status)
+      cmd_status
+      return
+      ;;
+    redis-ha-primary)
+      ha_primary_port
+      return
+      ;;
+  esac
   take_lock
-  [[ "$cmd" != kafka-* ]] || node="$(kafka_node_arg "$@")"
+  case "$cmd" in
+    kafka-*) node="$(kafka_node_arg "$@")" ;;
+    redis-*)
+      if [[ "$REDIS_HA" == 1 ]]; then
+        ha_resolve "$@"
+        set -- "${HA_TARGETS[@]}"
+      fi
+      ;;
+  esac
   case "$cmd" in
     up | kafka-start | kafka-restart | redis-start | redis-restart)
       cmd_install
@@ -210,11 +265,11 @@ main() {
     install) cmd_install ;;
     up)
       kafka_start
-      redis_start
+      redis_up
       ;;
     down)
       kafka_stop TERM
-      redis_stop TERM
+      redis_down TERM
       ;;
     down-all) cmd_down_all ;;
     clean) cmd_clean ;;
@@ -227,15 +282,15 @@ main() {
       ;;
     kafka-freeze) kafka_signal STOP ${node:+"$node"} ;;
     kafka-thaw) kafka_signal CONT ${node:+"$node"} ;;
-    redis-start) redis_start ;;
-    redis-stop) redis_stop TERM ;;
-    redis-kill) redis_stop KILL ;;
+    redis-start) redis_up "$@" ;;
+    redis-stop) redis_down TERM "$@" ;;
+    redis-kill) redis_down KILL "$@" ;;
     redis-restart)
-      redis_stop TERM
-      redis_start
+      redis_down TERM "$@"
+      redis_up "$@"
       ;;
-    redis-freeze) redis_signal STOP ;;
-    redis-thaw) redis_signal CONT ;;
+    redis-freeze) if [[ "$REDIS_HA" == 1 ]]; then ha_signal STOP "$@"; else redis_signal STOP; fi ;;
+    redis-thaw) if [[ "$REDIS_HA" == 1 ]]; then ha_signal CONT "$@"; else redis_signal CONT; fi ;;
   esac
 }
 

@@ -22,22 +22,27 @@ is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
 KAFKA_BROKERS="${KAFKA_BROKERS:-1}"
 SECURE="${SECURE:-0}"
+REDIS_HA="${REDIS_HA:-0}"
+REDIS_SENTINELS="${REDIS_SENTINELS:-1}"
 [[ "$KAFKA_BROKERS" == 1 || "$KAFKA_BROKERS" == 3 ]] || die "KAFKA_BROKERS must be 1 or 3 (got '$KAFKA_BROKERS')"
 [[ "$SECURE" == 0 || "$SECURE" == 1 ]] || die "SECURE must be 0 or 1 (got '$SECURE')"
+[[ "$REDIS_HA" == 0 || "$REDIS_HA" == 1 ]] || die "REDIS_HA must be 0 or 1 (got '$REDIS_HA')"
+[[ "$REDIS_SENTINELS" == 1 || "$REDIS_SENTINELS" == 3 ]] || die "REDIS_SENTINELS must be 1 or 3 (got '$REDIS_SENTINELS')"
 
 # The folder name of a shape: its parts joined, e.g. "secure-cluster". The plain
 # single-node shape has no name: it lives directly in SERVICES_DIR, where its
 # data has always been.
-shape_name() { # shape_name SECURE BROKERS
+shape_name() { # shape_name SECURE BROKERS REDIS_HA
   local parts=()
   [[ "$1" == 1 ]] && parts+=(secure)
   [[ "$2" != 1 ]] && parts+=(cluster)
+  [[ "$3" == 1 ]] && parts+=(redis-ha)
   local IFS=-
   printf '%s\n' "${parts[*]}"
 }
 
 SERVICES_DIR="${SERVICES_DIR:-$REPO_ROOT/.services}"
-SHAPE="$(shape_name "$SECURE" "$KAFKA_BROKERS")"
+SHAPE="$(shape_name "$SECURE" "$KAFKA_BROKERS" "$REDIS_HA")"
 SHAPE_DIR="$SERVICES_DIR${SHAPE:+/$SHAPE}"
 
 if [[ "$SECURE" == 1 ]]; then
@@ -49,7 +54,8 @@ else
   REDIS_PORT="${REDIS_PORT:-6379}"
 fi
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1000))}"
-for _var in KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT; do
+REDIS_SENTINEL_PORT="${REDIS_SENTINEL_PORT:-$((REDIS_PORT + 20000))}"
+for _var in KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT REDIS_SENTINEL_PORT; do
   if ! is_uint "${!_var}" || ((${!_var} == 0 || ${!_var} + 2 > 65535)); then
     die "$_var must be a TCP port (got '${!_var}')"
   fi

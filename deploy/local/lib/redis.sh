@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# One Redis: plaintext, or (SECURE=1) TLS only with ACL users.
+# One Redis (the shapes without REDIS_HA): plaintext, or (SECURE=1) TLS only
+# with ACL users. Also the client helpers the high-availability shape uses.
 
 REDIS_CONF="$CONF_DIR/redis.conf"
 REDIS_DATA="$DATA_DIR/redis"
@@ -25,9 +26,14 @@ redis_ping() {
   redis_cli "$1" ping 2>/dev/null | head -n1 || true
 }
 
+# redis_info_field PORT SECTION FIELD: one field of INFO, e.g. role.
+redis_info_field() {
+  redis_cli "$1" info "$2" 2>/dev/null | tr -d '\r' | sed -n "s/^$3://p" || true
+}
+
 redis_live_pid() { live_pid "$REDIS_PID" "redis-server"; }
 
-# The settings every Redis runs with.
+# The settings every Redis of every shape runs with.
 redis_common_conf() { # redis_common_conf DATA_DIR LOG_FILE PID_FILE
   cat <<EOF
 bind 127.0.0.1
