@@ -203,7 +203,9 @@ def probe(args: argparse.Namespace, timeout: float = 3.0) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("port", type=int)
     parser.add_argument("host", nargs="?", default="127.0.0.1")
     parser.add_argument(
