@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := deploy/local/services.sh
-export KAFKA_PORT ?= 9092
-export REDIS_PORT ?= 6379
+# KAFKA_PORT, REDIS_PORT, KAFKA_BROKERS=3, SECURE=1, REDIS_HA=1 reach services.sh from the environment;
+# each shape has its own default ports (deploy/local/services.sh help).
 
 .PHONY: help venv compile pure services-up services-down test unit integration lint format run bench chaos clean
 
@@ -15,7 +15,8 @@ help:
 	@echo "make lint           ruff + mypy --strict"
 	@echo "make compile        rebuild the compiled per-event modules (mypyc; make test does it too)"
 	@echo "make pure           remove them: run the same code interpreted"
-	@echo "make services-up    start local Kafka (KRaft) on 127.0.0.1:$(KAFKA_PORT) and Redis on :$(REDIS_PORT)"
+	@echo "make services-up    start local Kafka (KRaft) on 127.0.0.1:9092 and Redis on :6379"
+	@echo "                   (KAFKA_BROKERS=3: a three-node cluster; SECURE=1: SASL_SSL + TLS; REDIS_HA=1: Sentinel)"
 	@echo "make services-down  stop them"
 	@echo "make bench          throughput, latency and memory benchmark (figures in docs/performance.md)"
 	@echo "make chaos          fault suite: kill -9, Redis and broker restarts, rebalances"
