@@ -67,6 +67,9 @@ def consumer_config(config: Config, runner_callbacks: dict[str, Any]) -> dict[st
         # LEADS_KAFKA_FETCH_MIN_BYTES override them.
         "fetch.wait.max.ms": 10,
         "fetch.min.bytes": 65536,
+        # An event when a partition is consumed to its end: how a partition nothing was consumed
+        # from is known to be caught up, for the watermark (consumer/processing/progress.py).
+        "enable.partition.eof": True,
         "logger": _librdkafka_logger("consumer"),
         **config.kafka_extra,
         **runner_callbacks,
@@ -157,6 +160,7 @@ def build_runner(config: Config) -> Runner:
         shutdown_timeout_s=s.shutdown_timeout_seconds,
         topic_id=topic_id_of(config),
         overlap_commits=s.overlap_commits,
+        idle_lag_ms=int(s.idle_partition_lag_seconds * 1000),
     )
 
 

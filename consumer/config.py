@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     overlap_commits: bool = True
     expiry_interval_seconds: PositiveSeconds = 1.0
     expiry_lease_seconds: PositiveSeconds = 30.0
+    # A caught-up, idle input partition's watermark mark is the shared clock less this: room for the
+    # records produced but not fetched yet (consumer/state/lua/watermark.lua).
+    idle_partition_lag_seconds: float = Field(default=2.0, ge=0, le=3600)
     redis_prefix: str = Field(default="leadattr", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     transactional_id: str | None = None
     log_level: str = "INFO"

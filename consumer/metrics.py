@@ -84,6 +84,14 @@ ASSIGNED_PARTITIONS = Gauge("leads_assigned_partitions", "Input partitions owned
 LAST_PROCESSED = Gauge(
     "leads_last_processed_timestamp_seconds", "Unix time of the last processed record.", registry=REGISTRY
 )
+# Deadlines are reported once every input partition has been processed past them: this is how far
+# that point (the watermark, in arrival time) is behind the shared clock. Near the idle lag (2 s)
+# when caught up; large after an outage or while a partition lags (expiries wait for it).
+WATERMARK_LAG = Gauge(
+    "leads_watermark_lag_seconds",
+    "How far the expiry watermark is behind the clock: how long deadlines wait past their time.",
+    registry=REGISTRY,
+)
 SWEEP_DURATION = Histogram(
     "leads_expiry_sweep_duration_seconds",
     "One sweep of due deadlines.",

@@ -13,7 +13,8 @@ run loop once the commit is joined:
             on the next Redis read as one script, floor first, so a journal entry is never deleted
             unless the floor covering its offset is stored. Until then the journal is what makes a
             replay of the same offsets publish the same records.
-  Step 7.   Count the batch in the metrics.
+  Step 7.   Note how far its partitions are committed (the watermark, processing/progress.py) and
+            count the batch in the metrics.
 
 When Kafka did not commit (an abort before Step 4), the batch's partitions are rewound to its first
 offsets and it is processed again: the journal repeats its decisions. When the outcome is unknown
@@ -39,6 +40,7 @@ from consumer.health import Health
 from consumer.logs import fields
 from consumer.model import Decision, Invalid, SourceRecord
 from consumer.processing.batch import BatchResult
+from consumer.processing.progress import PartitionProgress
 from consumer.processing.tally import latencies_s, tally
 from consumer.processing.watchdog import BROKER_DOWN, KafkaWatch
 from consumer.state.store import StateStore
@@ -75,7 +77,9 @@ class Delivery:
         offsets: OffsetKeeper,
         health: Health,
         watch: KafkaWatch,
+        progress: PartitionProgress,
     ) -> None:
+        self.progress = progress
         self.consumer = consumer
         self.committer = committer
         self.store = store
@@ -135,6 +139,7 @@ class Delivery:
                 self.store.flush_queued()
             except redis.RedisError as error:
                 self.health.report_redis(False, error)
+        self.progress.committed(sources, result.offsets)  # for the watermark (processing/progress.py)
         _record(sources, result, batch.started)  # Step 7
         return True
 

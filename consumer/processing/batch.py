@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import Message
 
 from consumer.avro.codec import Codec
 from consumer.avro.lead_reader import Unusual, read_fields
@@ -102,15 +101,15 @@ class Started:
         return {(sources[i].topic, sources[i].partition) for ix in self.todo.values() for i in ix}
 
 
-def source_records(messages: Sequence[Message]) -> tuple[list[SourceRecord], list[KafkaError]]:
-    """Consumed messages as the pipeline's records, and the errors consume() returned among them.
-    Compiled (setup.py): ~1,000 messages a batch, eight calls each."""
+def source_records(messages: Sequence[Message]) -> tuple[list[SourceRecord], list[Message]]:
+    """Consumed messages as the pipeline's records, and the events consume() returned among them
+    (errors, and the end of a partition reached). Compiled (setup.py): ~1,000 messages a batch,
+    eight calls each."""
     sources: list[SourceRecord] = []
-    errors: list[KafkaError] = []
+    events: list[Message] = []
     for message in messages:
-        error = message.error()
-        if error is not None:
-            errors.append(error)
+        if message.error() is not None:
+            events.append(message)
             continue
         timestamp_type, timestamp = message.timestamp()
         topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -126,7 +125,7 @@ def source_records(messages: Sequence[Message]) -> tuple[list[SourceRecord], lis
                 timestamp if timestamp_type else None,
             )
         )
-    return sources, errors
+    return sources, events
 
 
 def parse(decoder: Codec, source: SourceRecord) -> LeadEvent | Invalid:
@@ -156,13 +155,11 @@ class BatchProcessor:
         windows: Windows,
         decoder: Codec,
         codecs: OutputCodecs,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._windows = windows
         self._decoder = decoder
         self._codecs = codecs
-        self._clock = clock
         # Journal fields written by this process: unique across processes and batches.
         self._token = os.urandom(4).hex()
         self._batches = itertools.count()
@@ -208,7 +205,6 @@ class BatchProcessor:
         """Read the states and journal, decide, and send the first write without waiting for its
         reply (finish reads it). Nothing else may read the states of these customers before
         finish: the run loop calls finish first (consumer/processing/runner.py). Once per prepared batch."""
-        batch.now_ms = int(self._clock() * 1000)
         # The first read covers every partition of the batch, with or without lead events: its
         # committed-offset floor is checked before anything is decided or written.
         reading = self._store.read(batch.todo.keys(), batch.first)
@@ -255,6 +251,9 @@ class BatchProcessor:
     ) -> tuple[list[Write], dict[PartitionKey, str]]:
         """Decide every customer still to do on ``reading``: the writes, and the journal field
         each of their ``partitions``' entries go to (recorded for forgetting once committed)."""
+        # Every round decides at the clock of its own read: a customer read again after a conflict
+        # is stamped with the time it was decided at, not the first round's.
+        batch.now_ms = reading.now_ms
         fields = {p: journal_field(batch.last[p], f"{batch.token}.{attempt}") for p in partitions}
         writes: list[Write] = []
         for cid, indexes in batch.todo.items():
@@ -301,7 +300,10 @@ class BatchProcessor:
                 continue
             event = parsed[i]
             assert isinstance(event, LeadEvent)
-            state, decision = attribute(state, event, now_ms, self._windows)
+            # When the record reached Kafka: every window runs on it (contract rule 8). A record
+            # without a timestamp (a client too old to set one) is taken as arriving now.
+            at_ms = source.timestamp_ms if source.timestamp_ms is not None else now_ms
+            state, decision = attribute(state, event, at_ms, now_ms, self._windows)
             record = None
             if decision.attributed is not None:
                 record = records[i] = self._codecs.attributed_value(decision.attributed)

@@ -65,7 +65,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import redis
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumer import metrics
 from consumer.avro.outputs import OutputCodecs
@@ -81,6 +81,7 @@ from consumer.processing.batch import (
     Started,
     source_records,
 )
+from consumer.processing.progress import PartitionProgress
 from consumer.processing.retry import Retrying, Written
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.processing.timers import Timers
@@ -114,6 +115,7 @@ class Runner:
         topic_id: Callable[[str], str] | None = None,
         overlap_commits: bool = True,
         overlap_min_records: int | None = None,
+        idle_lag_ms: int = 2000,
     ) -> None:
         self.watch = KafkaWatch(health, input_topic)
         self.consumer = make_consumer({"error_cb": self.watch.on_error, "stats_cb": self.watch.on_stats})
@@ -142,11 +144,25 @@ class Runner:
             stopping=lambda: bool(self.stop_requested),
             topic_id=topic_id,
         )
-        self.delivery = Delivery(self.consumer, committer, store, self.offsets, health, self.watch)
+        self.progress = PartitionProgress()
+        self.delivery = Delivery(
+            self.consumer, committer, store, self.offsets, health, self.watch, self.progress
+        )
         self.steps = Retrying(
             processor, self.offsets, health, lambda: self.stop_requested, shutdown_timeout_s
         )
-        self.timers = Timers(sweeper, codecs, committer, store, health, self.watch, sweep_interval_s)
+        self.timers = Timers(
+            sweeper,
+            codecs,
+            committer,
+            store,
+            health,
+            self.watch,
+            sweep_interval_s,
+            marks=lambda: self.progress.marks(self.consumer),
+            input_partitions=self._input_partitions,
+            idle_lag_ms=idle_lag_ms,
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -212,6 +228,13 @@ class Runner:
         except redis.RedisError:
             log.warning("could not send the committed-offset floor and journal clean-ups at exit")
 
+    def _input_partitions(self) -> list[tuple[str, int]]:
+        """Every partition of the input topic, from the cluster's metadata."""
+        metadata = self.consumer.list_topics(self.input_topic, timeout=5).topics[self.input_topic]
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        return [(self.input_topic, p) for p in sorted(metadata.partitions)]
+
     # --- rebalances ------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -232,6 +255,7 @@ class Runner:
             consumer.assign(starts)
         except KafkaException:
             consumer.incremental_assign(starts)  # a cooperative assignor was configured
+        self.progress.assigned((tp.topic, tp.partition) for tp in starts)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Called inside consume(), so no commit is in flight; the batch held is committed now,
@@ -242,6 +266,7 @@ class Runner:
             self.store.flush_queued()
         except redis.RedisError:
             log.warning("could not send the committed-offset floor before giving up partitions")
+        self.progress.revoked((tp.topic, tp.partition) for tp in partitions)
         metrics.REBALANCES.labels(event=RebalanceEvent.REVOKED.value).inc()
         metrics.ASSIGNED_PARTITIONS.set(0)
         for tp in partitions:
@@ -255,6 +280,7 @@ class Runner:
         written, self._written = self._written, None
         if written is not None:
             _drain(written.batch)
+        self.progress.revoked((tp.topic, tp.partition) for tp in partitions)
         metrics.REBALANCES.labels(event=RebalanceEvent.LOST.value).inc()
         metrics.ASSIGNED_PARTITIONS.set(0)
         log.warning("partitions lost", extra=fields(partitions=sorted(p.partition for p in partitions)))
@@ -262,11 +288,18 @@ class Runner:
     # --- one batch -------------------------------------------------------------------------
 
     def _sources(self, messages: list[Message]) -> list[SourceRecord]:
-        sources, errors = source_records(messages)
-        for error in errors:
-            self.watch.kafka_error(error)
+        sources, events = source_records(messages)
+        for event in events:
+            error = event.error()
+            assert error is not None  # source_records returns the messages that carry one
+            topic, partition, offset = event.topic(), event.partition(), event.offset()
+            if error.code() == KafkaError._PARTITION_EOF and topic is not None and partition is not None:
+                self.progress.reached_end((topic, partition), offset if offset is not None else -1)
+            else:
+                self.watch.kafka_error(error)
         if sources:
             self.health.report_kafka(True)
+            self.progress.consumed(sources)
         return sources
 
     def _handle_batch(self, sources: list[SourceRecord]) -> None:

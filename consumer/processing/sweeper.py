@@ -4,9 +4,16 @@ deletes states once nothing is left in them (they have no TTL).
 It does not rely on Redis keyspace notifications, which are fire-and-forget and lost while no
 consumer listens. Every stored state has an entry in the wake index (its cid in the list of the
 second of CustomerState.wake_ms), so deadlines survive restarts and any instance may sweep them.
-Protocol, per round:
 
-  Step 1. Read the wake entries of the seconds that have come (one round trip).
+Deadlines are arrival times (contract rule 8), and one falls due only once the watermark has
+passed it: the lowest of the input partitions' marks, each how far its records have been processed
+and committed (a caught-up, idle partition's mark follows the shared clock; watermark.lua). So a
+consumer outage, or a partition that lags the others, never reports a lead whose verification
+reached Kafka in time: the backlog is processed first. Leases are on the shared clock, Redis's, as
+every instance sees it. Protocol, per round:
+
+  Step 1. Read the watermark, the clock and the wake entries of the seconds up to the watermark
+          (one round trip).
   Step 2. Read those customers' states; for each due item, *claim* it with a lease by
           compare-and-set (the lease moves the state's wake time, so the write adds the entry
           that will bring the item back if nobody releases it). Only one instance can win a
@@ -23,14 +30,13 @@ Protocol, per round:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from consumer.model import UnlinkedLead
 from consumer.rules.attribute import claim, due_items, release, unlinked
 from consumer.state.codec import decode_state
-from consumer.state.customer import Item, Write
+from consumer.state.customer import Item, PartitionKey, Write
 from consumer.state.keys import wake_second
 from consumer.state.store import LEGACY, StateStore
 from consumer.state.transition import plan_write
@@ -44,19 +50,22 @@ class Claimed:
     leads: list[UnlinkedLead] = field(default_factory=list)
     items: dict[str, list[Item]] = field(default_factory=dict)
     more: bool = False  # the round hit SWEEP_LIMIT: sweep again soon
+    watermark_ms: int | None = None  # as read in Step 1 (None: a partition has no mark yet)
+    now_ms: int = 0  # the shared clock, as read in Step 1
 
 
 class ExpirySweeper:
-    def __init__(self, store: StateStore, lease_ms: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: StateStore, lease_ms: int) -> None:
         self._store = store
         self._lease_ms = lease_ms
-        self._clock = clock
 
-    def claim_due(self) -> Claimed:
-        now_ms = int(self._clock() * 1000)
-        wakes = self._store.due(now_ms, SWEEP_LIMIT)  # Step 1
-        claimed = Claimed()
-        if not wakes:
+    def claim_due(self, partitions: Sequence[PartitionKey]) -> Claimed:
+        """Steps 1 and 2; ``partitions``: every partition of the input topic (the watermark is
+        their lowest mark)."""
+        due = self._store.due(SWEEP_LIMIT, partitions)  # Step 1
+        claimed = Claimed(watermark_ms=due.watermark_ms, now_ms=due.now_ms)
+        wakes, watermark_ms, now_ms = due.wakes, due.watermark_ms, due.now_ms
+        if not wakes or watermark_ms is None:
             return claimed
         cids = {cid for wake in wakes for cid in wake.cids}
         states = self._store.read(cids, {}).states  # Step 2
@@ -65,11 +74,11 @@ class ExpirySweeper:
         wake_of: dict[str, int | None] = {}  # the state's wake time, for the entries not due yet
         for cid, blob in states.items():
             state = decode_state(blob)
-            items = due_items(state, now_ms)
+            items = due_items(state, watermark_ms, now_ms)
             if items:
                 new = claim(state, items, now_ms + self._lease_ms)
             else:
-                new = state.pruned(now_ms)
+                new = state.pruned(watermark_ms)
                 if not new.is_empty():  # nothing due: leave the state alone
                     wake_of[cid] = state.wake_ms()
                     continue
@@ -88,7 +97,7 @@ class ExpirySweeper:
         for wake in wakes:
             handled = 0
             for cid in wake.cids:
-                if cid in failed or _not_yet(wake.second, wake_of.get(cid), now_ms):
+                if cid in failed or _not_yet(wake.second, wake_of.get(cid), watermark_ms):
                     kept = True  # acks remove a list's head only: this entry and the rest wait
                     break
                 handled += 1
@@ -102,17 +111,17 @@ class ExpirySweeper:
     def release(self, claimed: Claimed) -> None:
         """Step 4: forget reported items. Retries compare-and-set conflicts with fresh reads."""
         todo = dict(claimed.items)
+        watermark_ms = claimed.watermark_ms or 0
         for _ in range(MAX_RELEASE_TRIES):
             if not todo:
                 return
             states = self._store.read(todo.keys(), {}).states
-            now_ms = int(self._clock() * 1000)
             writes = []
             for cid, items in todo.items():
                 state = decode_state(states[cid])
                 # Pruned too: a state with nothing else left is deleted now, not at a wake entry
                 # for a dedupe mark that has already lapsed.
-                write = plan_write(cid, states[cid], state, release(state, items).pruned(now_ms), {})
+                write = plan_write(cid, states[cid], state, release(state, items).pruned(watermark_ms), {})
                 if write is not None:
                     writes.append(write)
             applied = self._store.write(writes)
@@ -120,10 +129,10 @@ class ExpirySweeper:
         # Still conflicting: the lease will lapse and the items be reported again (at least once).
 
 
-def _not_yet(second: int, wake_ms: int | None, now_ms: int) -> bool:
+def _not_yet(second: int, wake_ms: int | None, watermark_ms: int) -> bool:
     """The entry may be the one for a wake time still ahead within its second: keep it. An entry
     of another second than the state's wake time was left behind when that time moved, and a
     member of the old index (due by the time it is read) by an item since claimed or gone."""
-    if wake_ms is None or wake_ms <= now_ms or second == LEGACY:
+    if wake_ms is None or wake_ms <= watermark_ms or second == LEGACY:
         return False
     return wake_second(wake_ms) == second

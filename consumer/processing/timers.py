@@ -1,15 +1,20 @@
-"""The run loop's timers: the expiry sweep and the cluster-wide gauges read from Redis.
+"""The run loop's timers: the partitions' watermark marks, the expiry sweep, and the cluster-wide
+gauges read from Redis.
 
 They run between batches (and while the input is quiet), on the run loop: the sweeper's unlinked
-records go through the same producer as the batches', and no commit runs at the same time.
+records go through the same producer as the batches', and no commit runs at the same time. Before
+each sweep this instance marks its own partitions (consumer/processing/progress.py), so that a
+sweep anywhere sees how far every partition has been processed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 import redis
+from confluent_kafka import KafkaException
 
 from consumer import metrics
 from consumer.avro.outputs import OutputCodecs
@@ -18,11 +23,15 @@ from consumer.health import Health
 from consumer.logs import fields
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.processing.watchdog import KafkaWatch
-from consumer.state.store import StateStore
+from consumer.state.customer import PartitionKey
+from consumer.state.store import PartitionMark, StateStore
 
 log = logging.getLogger(__name__)
 
 COUNTS_INTERVAL_S = 5.0
+# The input topic's partitions (the watermark needs every one) are looked up this often: a topic
+# whose partitions were added is seen within this long.
+PARTITIONS_INTERVAL_S = 60.0
 
 
 class Timers:
@@ -35,7 +44,16 @@ class Timers:
         health: Health,
         watch: KafkaWatch,
         sweep_interval_s: float,
+        marks: Callable[[], dict[PartitionKey, PartitionMark]],
+        input_partitions: Callable[[], Sequence[PartitionKey]],
+        idle_lag_ms: int,
     ) -> None:
+        self.marks = marks
+        self.input_partitions = input_partitions
+        self.idle_lag_ms = idle_lag_ms
+        self._partitions: Sequence[PartitionKey] = ()
+        self._next_partitions = 0.0
+        self._unknown_since = 0.0  # monotonic time the watermark was first seen unknown, 0 if known
         self.sweeper = sweeper
         self.codecs = codecs
         self.committer = committer
@@ -61,12 +79,36 @@ class Timers:
                 metrics.REDIS_ERRORS.inc()
                 self.health.report_redis(False, error)
 
+    def _report_watermark(self, watermark_ms: int | None, now_ms: int) -> None:
+        """How far the watermark is behind the shared clock: how long a deadline waits past its
+        time. While a partition has no mark at all, the time since that was first seen."""
+        if watermark_ms is not None:
+            self._unknown_since = 0.0
+            metrics.WATERMARK_LAG.set(max(0.0, (now_ms - watermark_ms) / 1000))
+            return
+        self._unknown_since = self._unknown_since or time.monotonic()
+        metrics.WATERMARK_LAG.set(time.monotonic() - self._unknown_since)
+
+    def _partitions_now(self) -> Sequence[PartitionKey]:
+        now = time.monotonic()
+        if now >= self._next_partitions or not self._partitions:
+            try:
+                self._partitions = self.input_partitions()
+                self._next_partitions = now + PARTITIONS_INTERVAL_S
+            except KafkaException as error:
+                log.debug("input partitions not known yet", extra=fields(error=str(error)))
+        return self._partitions
+
     def _sweep(self) -> bool:
-        """One round of the expiry sweeper (consumer/processing/sweeper.py, Steps 1-4): True when
-        more may be due at once."""
+        """This instance's partition marks, then one round of the expiry sweeper
+        (consumer/processing/sweeper.py, Steps 1-4): True when more may be due at once."""
         started = time.monotonic()
         try:
-            claimed = self.sweeper.claim_due()
+            marks = self.marks()
+            if marks:
+                self.store.mark_partitions(marks, self.idle_lag_ms)
+            claimed = self.sweeper.claim_due(self._partitions_now())
+            self._report_watermark(claimed.watermark_ms, claimed.now_ms)
             if claimed.leads:
                 outputs = [self.codecs.unlinked_output(lead) for lead in claimed.leads]
                 with self.watch.call():

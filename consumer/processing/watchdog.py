@@ -133,7 +133,9 @@ class KafkaWatch:
                     state=group_state[0], join_state=group_state[1], partitions=group.get("assignment_size")
                 ),
             )
-        if time.time() - stats.get("time", 0) > STATS_STALE_S:
+        # "ts" is librdkafka's monotonic clock in microseconds, the same CLOCK_MONOTONIC as
+        # time.monotonic on Linux; the wall clock is not compared (it may be skewed or stepped).
+        if time.monotonic() - stats.get("ts", 0) / 1_000_000 > STATS_STALE_S:
             return  # queued while the loop was blocked: the broker state it shows is history
         brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
         silent = [

@@ -1,4 +1,10 @@
-"""The attribution rules of contract section 3, as a pure function of (state, event, now).
+"""The attribution rules of contract section 3, as a pure function of (state, event, times).
+
+Two times go in: ``at_ms``, when the event reached Kafka (its input record's timestamp), which
+every window runs on (contract rule 8: the TTL, the grace period and the dedupe window), and
+``now_ms``, the shared clock's time of the decision, which only stamps the outputs
+(``attributedAt``, ``failedAt``). So a decision depends on the input alone: processing the same
+records later (after an outage), or on an instance whose clock is off, decides the same.
 
 No I/O here: the Redis store hands in a snapshot and writes back what this returns, so every
 rule is unit-tested without a server and the same code runs in production.
@@ -15,7 +21,7 @@ from consumer.state.customer import CustomerState, HeldVerification, Item, Pendi
 
 @dataclass(frozen=True, slots=True)
 class Windows:
-    """Processing-time windows (rule 8), in milliseconds."""
+    """The windows of rule 8, in milliseconds of arrival time."""
 
     pending_ttl_ms: int
     orphan_grace_ms: int
@@ -23,15 +29,16 @@ class Windows:
 
 
 def attribute(
-    state: CustomerState, event: LeadEvent, now_ms: int, windows: Windows
+    state: CustomerState, event: LeadEvent, at_ms: int, now_ms: int, windows: Windows
 ) -> tuple[CustomerState, Decision]:
-    """Apply one valid event; returns the new state and what to publish or count."""
-    state = state.pruned(now_ms)
+    """Apply one valid event that reached Kafka at ``at_ms``, decided at ``now_ms``; returns the
+    new state and what to publish or count."""
+    state = state.pruned(at_ms)
     if event.click_id is None:
-        return _verification(state, event, now_ms, windows)
+        return _verification(state, event, at_ms, now_ms, windows)
     if event.deferred:
-        return _deferred_event1(state, event, event.click_id, now_ms, windows)
-    return _direct(state, event, event.click_id, now_ms, windows)
+        return _deferred_event1(state, event, event.click_id, at_ms, now_ms, windows)
+    return _direct(state, event, event.click_id, at_ms, now_ms, windows)
 
 
 def _locked(now_ms: int) -> Decision:
@@ -48,12 +55,12 @@ def _mark_done(state: CustomerState, event_name: str, until_ms: int) -> dict[str
 
 
 def _direct(
-    state: CustomerState, event: LeadEvent, click_id: str, now_ms: int, windows: Windows
+    state: CustomerState, event: LeadEvent, click_id: str, at_ms: int, now_ms: int, windows: Windows
 ) -> tuple[CustomerState, Decision]:
     """Rule 1."""
-    if state.active_pending(now_ms) is not None:
+    if state.active_pending(at_ms) is not None:
         return state, _locked(now_ms)
-    if state.is_done(event.event_name, now_ms):
+    if state.is_done(event.event_name, at_ms):
         return state, Decision(duplicate=DuplicateKind.DIRECT, decided_at_ms=now_ms)
     lead = AttributedLead(
         lead_id=lead_id(event.customer_external_id, click_id, event.event_name),
@@ -70,68 +77,68 @@ def _direct(
         verified_timestamp_ms=None,
         attributed_at_ms=now_ms,
     )
-    done = _mark_done(state, event.event_name, now_ms + windows.dedupe_ttl_ms)
+    done = _mark_done(state, event.event_name, at_ms + windows.dedupe_ttl_ms)
     new_state = CustomerState(state.pending, state.held, done, state.verified_until_ms)
     return new_state, Decision(attributed=lead, decided_at_ms=now_ms)
 
 
 def _deferred_event1(
-    state: CustomerState, event: LeadEvent, click_id: str, now_ms: int, windows: Windows
+    state: CustomerState, event: LeadEvent, click_id: str, at_ms: int, now_ms: int, windows: Windows
 ) -> tuple[CustomerState, Decision]:
     """Rule 2."""
-    pending = state.active_pending(now_ms)
+    pending = state.active_pending(at_ms)
     if pending is not None:
         if pending.click_id == click_id and pending.event_name == event.event_name:
             return state, Decision(duplicate=DuplicateKind.DEFERRED_EVENT1, decided_at_ms=now_ms)
         return state, _locked(now_ms)
-    if state.is_done(event.event_name, now_ms):
+    if state.is_done(event.event_name, at_ms):
         return state, Decision(duplicate=DuplicateKind.DEFERRED_EVENT1, decided_at_ms=now_ms)
-    held = state.active_held(now_ms)
+    held = state.active_held(at_ms)
     if held is not None:
         # Rule 4: the early Event 2 was waiting for exactly this Event 1.
         lead = _deferred_lead(
-            event.customer_external_id, _pending_from(event, click_id, now_ms, 0), held, now_ms
+            event.customer_external_id, _pending_from(event, click_id, at_ms, 0), held, now_ms
         )
         return (
             CustomerState(
                 pending=state.pending,
                 held=tuple(h for h in state.held if h is not held),
-                done=_mark_done(state, event.event_name, now_ms + windows.dedupe_ttl_ms),
-                verified_until_ms=now_ms + windows.dedupe_ttl_ms,
+                done=_mark_done(state, event.event_name, at_ms + windows.dedupe_ttl_ms),
+                verified_until_ms=at_ms + windows.dedupe_ttl_ms,
             ),
             Decision(attributed=lead, decided_at_ms=now_ms),
         )
-    stored = _pending_from(event, click_id, now_ms, now_ms + windows.pending_ttl_ms)
+    stored = _pending_from(event, click_id, at_ms, at_ms + windows.pending_ttl_ms)
     new_state = CustomerState((*state.pending, stored), state.held, state.done, state.verified_until_ms)
     return new_state, Decision(decided_at_ms=now_ms)
 
 
 def _verification(
-    state: CustomerState, event: LeadEvent, now_ms: int, windows: Windows
+    state: CustomerState, event: LeadEvent, at_ms: int, now_ms: int, windows: Windows
 ) -> tuple[CustomerState, Decision]:
     """Rules 3 and 4."""
-    pending = state.active_pending(now_ms)
+    pending = state.active_pending(at_ms)
     if pending is not None:
-        verification = _held_from(event, now_ms, now_ms)
+        verification = _held_from(event, at_ms, at_ms)
         lead = _deferred_lead(event.customer_external_id, pending, verification, now_ms)
         new_state = CustomerState(
             held=state.held,
             pending=tuple(p for p in state.pending if p is not pending),
-            done=_mark_done(state, pending.event_name, now_ms + windows.dedupe_ttl_ms),
-            verified_until_ms=now_ms + windows.dedupe_ttl_ms,
+            done=_mark_done(state, pending.event_name, at_ms + windows.dedupe_ttl_ms),
+            verified_until_ms=at_ms + windows.dedupe_ttl_ms,
         )
         return new_state, Decision(
-            attributed=lead, verification_delay_ms=now_ms - pending.created_ms, decided_at_ms=now_ms
+            attributed=lead, verification_delay_ms=max(0, at_ms - pending.created_ms), decided_at_ms=now_ms
         )
-    if state.verified_until_ms > now_ms or state.active_held(now_ms) is not None:
+    if state.verified_until_ms > at_ms or state.active_held(at_ms) is not None:
         # Verified recently, or an earlier Event 2 already waits for Event 1: one orphan per customer.
         return state, Decision(duplicate=DuplicateKind.VERIFICATION, decided_at_ms=now_ms)
-    held = _held_from(event, now_ms, now_ms + windows.orphan_grace_ms)
+    held = _held_from(event, at_ms, at_ms + windows.orphan_grace_ms)
     new_state = CustomerState(state.pending, (*state.held, held), state.done, state.verified_until_ms)
     return new_state, Decision(decided_at_ms=now_ms)
 
 
-def _pending_from(event: LeadEvent, click_id: str, now_ms: int, deadline_ms: int) -> PendingLead:
+def _pending_from(event: LeadEvent, click_id: str, at_ms: int, deadline_ms: int) -> PendingLead:
     return PendingLead(
         click_id=click_id,
         event_name=event.event_name,
@@ -140,12 +147,12 @@ def _pending_from(event: LeadEvent, click_id: str, now_ms: int, deadline_ms: int
         customer_avatar=event.customer_avatar,
         metadata=event.metadata,
         event_timestamp_ms=event.timestamp_ms,
-        created_ms=now_ms,
+        created_ms=at_ms,
         deadline_ms=deadline_ms,
     )
 
 
-def _held_from(event: LeadEvent, now_ms: int, deadline_ms: int) -> HeldVerification:
+def _held_from(event: LeadEvent, at_ms: int, deadline_ms: int) -> HeldVerification:
     return HeldVerification(
         event_name=event.event_name,
         customer_name=event.customer_name,
@@ -153,7 +160,7 @@ def _held_from(event: LeadEvent, now_ms: int, deadline_ms: int) -> HeldVerificat
         customer_avatar=event.customer_avatar,
         metadata=event.metadata,
         verified_timestamp_ms=event.timestamp_ms,
-        created_ms=now_ms,
+        created_ms=at_ms,
         deadline_ms=deadline_ms,
     )
 
@@ -180,9 +187,12 @@ def _deferred_lead(cid: str, event1: PendingLead, event2: HeldVerification, now_
 # --- expiry (rules 4 and 5): pure helpers used by the sweeper --------------------------------
 
 
-def due_items(state: CustomerState, now_ms: int) -> list[Item]:
-    """Items whose deadline has passed and that no other sweeper holds a live lease on."""
-    return [item for item in state.items() if item.deadline_ms <= now_ms and item.lease_until_ms <= now_ms]
+def due_items(state: CustomerState, watermark_ms: int, now_ms: int) -> list[Item]:
+    """Items whose deadline every input partition has been processed past (``watermark_ms``,
+    arrival time) and that no other sweeper holds a live lease on (``now_ms``, the shared clock)."""
+    return [
+        item for item in state.items() if item.deadline_ms <= watermark_ms and item.lease_until_ms <= now_ms
+    ]
 
 
 def claim(state: CustomerState, items: list[Item], lease_until_ms: int) -> CustomerState:

@@ -1,9 +1,11 @@
 """The state of one customer (cid), as the attribution rules see it. Pure data, no I/O.
 
-Items past their deadline are kept until the expiry sweeper has reported them (contract rules 4
-and 5); the rules ignore them, so an expired lead can never be joined late. States have no TTL in
-Redis: the sweeper deletes a state once nothing is left in it, at its wake time (wake_ms), so an
-expired item is reported however long the consumers were down.
+Every time here is an arrival time: the Kafka timestamp of the input record behind it (contract
+rule 8), except a lease, which is on the shared clock (Redis's). Items past their deadline are kept
+until the expiry sweeper has reported them (contract rules 4 and 5); the rules ignore them, so an
+expired lead can never be joined late, and so do they an item a sweeper has claimed. States have
+no TTL in Redis: the sweeper deletes a state once nothing is left in it, at its wake time
+(wake_ms), so an expired item is reported however long the consumers were down.
 
 States and items are never changed once built, though not declared frozen (see consumer/model.py):
 the rules build new ones, and the pipeline tells a changed state by identity and equality.
@@ -125,26 +127,34 @@ class CustomerState:
         self.done = {} if done is None else done
         self.verified_until_ms = verified_until_ms
 
-    def active_pending(self, now_ms: int) -> PendingLead | None:
-        return next((p for p in self.pending if p.deadline_ms > now_ms), None)
+    def active_pending(self, at_ms: int) -> PendingLead | None:
+        """The pending lead an event that reached Kafka at ``at_ms`` meets: before its deadline and
+        not claimed by a sweeper (a claimed item is being reported as expired)."""
+        for p in self.pending:
+            if p.deadline_ms > at_ms and not p.lease_until_ms:
+                return p
+        return None
 
-    def active_held(self, now_ms: int) -> HeldVerification | None:
-        return next((h for h in self.held if h.deadline_ms > now_ms), None)
+    def active_held(self, at_ms: int) -> HeldVerification | None:
+        for h in self.held:
+            if h.deadline_ms > at_ms and not h.lease_until_ms:
+                return h
+        return None
 
-    def is_done(self, event_name: str, now_ms: int) -> bool:
-        return self.done.get(event_name, 0) > now_ms
+    def is_done(self, event_name: str, at_ms: int) -> bool:
+        return self.done.get(event_name, 0) > at_ms
 
     def items(self) -> tuple[Item, ...]:
         return (*self.pending, *self.held)
 
-    def pruned(self, now_ms: int) -> CustomerState:
+    def pruned(self, at_ms: int) -> CustomerState:
         """Forget dedupe marks whose window has passed, so state never grows without bound."""
-        if all(until > now_ms for until in self.done.values()) and (
-            self.verified_until_ms > now_ms or not self.verified_until_ms
+        if all(until > at_ms for until in self.done.values()) and (
+            self.verified_until_ms > at_ms or not self.verified_until_ms
         ):
             return self  # nothing to forget (nearly always): no copy
-        done = {name: until for name, until in self.done.items() if until > now_ms}
-        verified = self.verified_until_ms if self.verified_until_ms > now_ms else 0
+        done = {name: until for name, until in self.done.items() if until > at_ms}
+        verified = self.verified_until_ms if self.verified_until_ms > at_ms else 0
         if len(done) == len(self.done) and verified == self.verified_until_ms:
             return self
         return replace(self, done=done, verified_until_ms=verified)

@@ -5,15 +5,20 @@ It is not used in production: state must outlive the process and be shared betwe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from consumer.state.customer import PartitionKey, Write
 from consumer.state.keys import wake_second
-from consumer.state.store import Reading, Wake, parse_journal
+from consumer.state.store import Due, PartitionMark, Reading, Wake, parse_journal
 
 
 class InMemoryStore:
-    def __init__(self) -> None:
+    """``clock``: the shared clock (Redis's TIME in production), in seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.marks: dict[PartitionKey, int] = {}
         self.states: dict[str, bytes] = {}
         self.journals: dict[PartitionKey, dict[bytes, bytes]] = {}
         self.wakes: dict[int, list[str]] = {}  # second -> cids, as the wake lists in Redis
@@ -26,7 +31,7 @@ class InMemoryStore:
 
     def read(self, cids: Collection[str], journal_from: Mapping[PartitionKey, int]) -> Reading:
         self.round_trips += 1
-        reading = Reading({cid: self.states.get(cid) for cid in cids})
+        reading = Reading({cid: self.states.get(cid) for cid in cids}, now_ms=self._now_ms())
         for partition, first_offset in journal_from.items():
             covered = min(first_offset, self.committed.get(partition, -1))
             entries, stale = parse_journal(partition, self.journals.get(partition, {}), first_offset, covered)
@@ -102,17 +107,33 @@ class InMemoryStore:
     def flush_queued(self) -> None:
         return None  # nothing is queued: every change applies at once
 
-    def due(self, now_ms: int, limit: int) -> list[Wake]:
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def due(self, limit: int, partitions: Sequence[PartitionKey]) -> Due:
         self.round_trips += 1
+        now_ms = self._now_ms()
+        if not partitions or any(p not in self.marks for p in partitions):
+            return Due([], None, now_ms)
+        watermark = min(self.marks[p] for p in partitions)
         wakes: list[Wake] = []
-        for second in sorted(s for s in self.wakes if s <= wake_second(now_ms)):
+        for second in sorted(s for s in self.wakes if s <= wake_second(watermark)):
             if limit <= 0:
                 break
             cids = tuple(self.wakes[second][:limit])
             list_id, removed = self.wake_headers[second]
             wakes.append(Wake(second, cids, f"{list_id}:{removed}"))
             limit -= len(cids)
-        return wakes
+        return Due(wakes, watermark, now_ms)
+
+    def mark_partitions(self, marks: Mapping[PartitionKey, PartitionMark], idle_lag_ms: int) -> int:
+        """As watermark.lua: marks only move forward."""
+        now_ms = self._now_ms()
+        for partition, (newest, caught_up) in marks.items():
+            mark = max(newest, now_ms - idle_lag_ms) if caught_up else newest
+            if mark >= 0 and mark > self.marks.get(partition, -1):
+                self.marks[partition] = mark
+        return now_ms
 
     def ack(self, wake: Wake, count: int) -> None:
         """As wake_ack.lua: by position since the list was made, only entries still there."""

@@ -24,7 +24,6 @@ both the Python client and Redis cheap (docs/performance.md).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -35,7 +34,7 @@ from redis.exceptions import NoScriptError
 from consumer.state.command import apply_command, wake_numbers
 from consumer.state.customer import PartitionKey, Write
 from consumer.state.keys import floor_member, legacy_member_cid, state_key
-from consumer.state.store import LEGACY, Reading, Wake, nothing_applied, parse_journal
+from consumer.state.store import LEGACY, Due, PartitionMark, Reading, Wake, nothing_applied, parse_journal
 
 
 class RedisStore:
@@ -47,6 +46,7 @@ class RedisStore:
         self._committed_script = _script_text("committed.lua")
         self._due_script = _script_text("wake_due.lua")
         self._ack_script = _script_text("wake_ack.lua")
+        self._marks_script = _script_text("watermark.lua")
         self._queued_floor: dict[str, int] = {}
         self._topic_ids: dict[str, str] = {}
         self._queued_forget: dict[PartitionKey, list[str]] = {}
@@ -59,6 +59,7 @@ class RedisStore:
         self.pending_key = f"{prefix}:pending"
         self.held_key = f"{prefix}:held"
         self.committed_key = f"{prefix}:committed:{group}"
+        self.marks_key = f"{prefix}:marks:{group}"
 
     @classmethod
     def from_url(cls, url: str, prefix: str, journal_ttl_ms: int, group: str) -> RedisStore:
@@ -84,6 +85,7 @@ class RedisStore:
             return Reading({})
         pipe = self._r.pipeline(transaction=False)
         queued = self._queued_into(pipe)
+        pipe.time()
         state_key = self.state_key
         names = list(cids)
         if names:
@@ -92,9 +94,10 @@ class RedisStore:
             pipe.hgetall(self.journal_key(partition))
         if journal_from:
             pipe.zmscore(self.committed_key, [self._member(p) for p in journal_from])
-        replies = pipe.execute()[queued:]
+        clock, *replies = pipe.execute()[queued:]
         self._sent()
-        reading = Reading(dict(zip(names, replies[0] or (), strict=True)) if names else {})
+        now_ms = clock[0] * 1000 + clock[1] // 1000
+        reading = Reading(dict(zip(names, replies[0] or (), strict=True)) if names else {}, now_ms=now_ms)
         if journal_from:
             for partition, score in zip(journal_from, replies[-1], strict=True):
                 if score is not None:
@@ -136,7 +139,7 @@ class RedisStore:
         keys += [self.journal_key(p) for p in partitions]
         keys += [self.wake_list_key(second) for second in seconds]
         args: list[str | int] = [len(writes), len(partitions), len(seconds)]
-        args.append(int(time.time() * 1000) + self._journal_ttl_ms)
+        args.append(self._journal_ttl_ms)
         args += [journal_fields[p] for p in partitions]
         args += list(seconds)
         prefix = self._prefix
@@ -258,23 +261,31 @@ class RedisStore:
         self._queued_forget = {}
         self._queued_acks = []
 
-    def due(self, now_ms: int, limit: int) -> list[Wake]:
+    def due(self, limit: int, partitions: Sequence[PartitionKey]) -> Due:
         self._read_floor_replies()
         pipe = self._r.pipeline(transaction=False)
         self._queued_into(pipe)  # an idle consumer still forgets what it committed
-        keys = [self.wake_key, self.legacy_index_key]
+        keys = [self.wake_key, self.legacy_index_key, self.marks_key]
+        members = [self._member(p) for p in partitions]
         # EVAL (see _queued_into); the script names the wake lists from the prefix it is given.
-        pipe.eval(self._due_script, len(keys), *keys, now_ms, limit, f"{self.wake_key}:")
+        pipe.eval(self._due_script, len(keys), *keys, limit, f"{self.wake_key}:", *members)
         reply = pipe.execute()[-1]
         self._sent()
+        watermark, now_ms, rest = int(reply[0]), int(reply[1]), reply[2:]
         wakes: list[Wake] = []
-        for second, header, entries in zip(reply[::3], reply[1::3], reply[2::3], strict=True):
+        for second, header, entries in zip(rest[::3], rest[1::3], rest[2::3], strict=True):
             names = tuple(e.decode() for e in entries)
             if second == b"legacy":
                 wakes.append(Wake(LEGACY, tuple(legacy_member_cid(m) for m in names), members=names))
             else:
                 wakes.append(Wake(int(second), names, header.decode()))
-        return wakes
+        return Due(wakes, watermark if watermark >= 0 else None, now_ms)
+
+    def mark_partitions(self, marks: Mapping[PartitionKey, PartitionMark], idle_lag_ms: int) -> int:
+        args: list[str | int] = [idle_lag_ms]
+        for partition, (newest, caught_up) in marks.items():
+            args += [self._member(partition), newest, 1 if caught_up else 0]
+        return int(self._r.eval(self._marks_script, 1, self.marks_key, *args))
 
     def ack(self, wake: Wake, count: int) -> None:
         if count > 0:

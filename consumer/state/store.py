@@ -23,6 +23,14 @@ class Reading:
     states: dict[str, bytes | None]  # None: no state stored
     journal: dict[Position, bytes] = field(default_factory=dict)  # decisions not yet committed
     committed: dict[PartitionKey, int] = field(default_factory=dict)  # the floor, where there is one
+    # The shared clock (Redis's TIME) in the same round trip: every instance stamps its decisions
+    # with one clock, whatever its own says.
+    now_ms: int = 0
+
+
+# A partition's mark for the watermark: (the newest arrival time committed from it, -1 for none;
+# whether its owner has consumed it to the end).
+PartitionMark = tuple[int, bool]
 
 
 LEGACY = -1  # Wake.second of entries from the index of releases before 0.2.0
@@ -37,6 +45,17 @@ class Wake:
     # The list's header as read, "<list id>:<entries removed before these>": acks go by position.
     header: str = ""
     members: tuple[str, ...] = ()  # LEGACY only: the "<due ms>:<cid>" members read
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """What the expiry sweeper reads in one round trip."""
+
+    wakes: list[Wake]
+    # The lowest partition mark (arrival time): deadlines up to it may be reported. None while a
+    # partition has no mark yet (nothing is due then).
+    watermark_ms: int | None
+    now_ms: int  # the shared clock, for leases and the records' detectedAt
 
 
 class StateStore(Protocol):
@@ -90,8 +109,14 @@ class StateStore(Protocol):
         """Send what note_committed, forget_journal and ack queued now rather than with the next read."""
         ...
 
-    def due(self, now_ms: int, limit: int) -> list[Wake]:
-        """Up to ``limit`` wake entries of the seconds up to ``now_ms``, oldest second first."""
+    def due(self, limit: int, partitions: Sequence[PartitionKey]) -> Due:
+        """The watermark of ``partitions`` (every input partition), the shared clock, and up to
+        ``limit`` wake entries of the seconds up to the watermark, oldest second first."""
+        ...
+
+    def mark_partitions(self, marks: Mapping[PartitionKey, PartitionMark], idle_lag_ms: int) -> int:
+        """Raise the partitions' marks (never lowers one): a caught-up partition's to the shared
+        clock less ``idle_lag_ms``, else to its newest committed arrival time. Returns the clock."""
         ...
 
     def ack(self, wake: Wake, count: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,34 @@ def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
 
 P0 = ("leads.raw", 0)
 P1 = ("leads.raw", 1)
+
+
+_marked = itertools.count()
+
+
+def due_at(store: StateStore, watermark_ms: int, limit: int) -> list[Wake]:
+    """The wake entries due once the watermark is at ``watermark_ms``: one input partition, marked
+    there (marks only move forward, so each reading marks a partition of its own)."""
+    partition = ("marks", next(_marked))
+    store.mark_partitions({partition: (watermark_ms, False)}, 0)
+    due = store.due(limit, [partition])
+    assert due.watermark_ms == watermark_ms
+    return due.wakes
+
+
+def test_the_watermark_is_the_lowest_mark_and_marks_only_move_forward(store: StateStore) -> None:
+    a, b = ("wm", 0), ("wm", 1)
+    assert store.due(10, [a, b]).watermark_ms is None  # no mark yet: nothing may be due
+    clock = store.mark_partitions({a: (5_000, False)}, 0)
+    assert abs(clock - time.time() * 1000) < 60_000  # the shared clock comes back
+    assert store.due(10, [a, b]).watermark_ms is None  # b has no mark: it holds everything back
+    store.mark_partitions({b: (7_000, False)}, 0)
+    assert store.due(10, [a, b]).watermark_ms == 5_000  # the lowest
+    store.mark_partitions({a: (4_000, False)}, 0)  # a stale owner's late mark: a no-op
+    assert store.due(10, [a, b]).watermark_ms == 5_000
+    store.mark_partitions({a: (-1, True)}, 2_000)  # caught up and idle: the clock less the idle lag
+    due = store.due(10, [a])
+    assert due.watermark_ms is not None and 0 <= due.now_ms - due.watermark_ms - 2_000 < 5_000
 
 
 def _entries(*pairs: tuple[int, bytes]) -> bytes:
@@ -103,21 +132,21 @@ def test_wake_entries_and_counters_move_with_the_state(store: StateStore) -> Non
     add = Write("c2", None, b"p", wake_ms=second * 1000 + 999, pending_delta=1)
     assert store.write([add]) == [True]
     assert store.counts() == (1, 0)
-    assert _heads(store.due(second * 1000, 10)) == [(second, ("c2",))]  # due once its second has come
-    assert store.due(second * 1000 - 1, 10) == []
+    assert _heads(due_at(store, second * 1000, 10)) == [(second, ("c2",))]  # due once its second has come
+    assert due_at(store, second * 1000 - 1, 10) == []
     move = Write("c2", b"p", b"h", wake_ms=(second + 2) * 1000, pending_delta=-1, held_delta=1)
     assert store.write([move, Write("c9", None, b"q", wake_ms=second * 1000)]) == [True, True]
     assert store.counts() == (0, 1)
     # An entry stays until acked, in order of writing, oldest second first.
-    wakes = store.due(_now_ms(), 10)
+    wakes = due_at(store, _now_ms(), 10)
     assert _heads(wakes) == [(second, ("c2", "c9")), (second + 2, ("c2",))]
-    assert _heads(store.due(_now_ms(), 2)) == _heads(wakes[:1])  # the limit counts entries
+    assert _heads(due_at(store, _now_ms(), 2)) == _heads(wakes[:1])  # the limit counts entries
     store.ack(wakes[0], 1)
-    (rest, later) = store.due(_now_ms(), 10)
+    (rest, later) = due_at(store, _now_ms(), 10)
     assert _heads([rest, later]) == [(second, ("c9",)), (second + 2, ("c2",))]
     store.ack(rest, 1)
     store.ack(later, 1)
-    assert store.due(_now_ms(), 10) == []
+    assert due_at(store, _now_ms(), 10) == []
 
 
 def test_acks_remove_only_entries_read_whatever_happened_since(store: StateStore) -> None:
@@ -126,21 +155,21 @@ def test_acks_remove_only_entries_read_whatever_happened_since(store: StateStore
     second = int(time.time()) - 5
     writes = [Write(cid, None, b"s", wake_ms=second * 1000) for cid in ("a", "b", "c", "d")]
     assert store.write(writes) == [True] * 4
-    (first,) = store.due(_now_ms(), 2)
-    (wider,) = store.due(_now_ms(), 3)
+    (first,) = due_at(store, _now_ms(), 2)
+    (wider,) = due_at(store, _now_ms(), 3)
     assert (first.cids, wider.cids) == (("a", "b"), ("a", "b", "c"))
     store.ack(first, 2)  # sweeper 1
     store.ack(first, 2)  # the same ack again: nothing more goes
     store.ack(wider, 3)  # sweeper 2 read one entry more: only that one goes
-    (left,) = store.due(_now_ms(), 10)
+    (left,) = due_at(store, _now_ms(), 10)
     assert left.cids == ("d",)
     store.ack(left, 1)
-    assert store.due(_now_ms(), 10) == []
+    assert due_at(store, _now_ms(), 10) == []
     # The list of that second is made again (a write whose wake time had already passed), with
     # the same cid: an ack of the old list, sent late, must not remove the new entry.
     assert store.write([Write("d", b"s", b"t", wake_ms=second * 1000)]) == [True]
     store.ack(left, 1)
-    assert _heads(store.due(_now_ms(), 10)) == [(second, ("d",))]
+    assert _heads(due_at(store, _now_ms(), 10)) == [(second, ("d",))]
 
 
 def test_a_round_reads_up_to_its_limit_across_many_seconds(store: StateStore) -> None:
@@ -149,7 +178,7 @@ def test_a_round_reads_up_to_its_limit_across_many_seconds(store: StateStore) ->
     first = int(time.time()) - 400
     writes = [Write(f"c{i}", None, b"s", wake_ms=(first + i // 2) * 1000) for i in range(600)]
     assert store.write(writes) == [True] * 600
-    wakes = store.due(_now_ms(), 500)
+    wakes = due_at(store, _now_ms(), 500)
     assert sum(len(w.cids) for w in wakes) == 500 and len(wakes) == 250
 
 
@@ -163,7 +192,7 @@ def test_old_index_members_are_read_and_acked(services: None) -> None:
         f"{prefix}:deadlines",
         {f"{now - 5}:c1": now - 5, f"{now - 3}:c:2": now - 3, f"{now + 9999}:c3": now + 9999},
     )
-    (wake,) = store.due(now, 10)
+    (wake,) = due_at(store, now, 10)
     assert wake == Wake(LEGACY, ("c1", "c:2"), members=(f"{now - 5}:c1", f"{now - 3}:c:2"))
     store.ack(wake, 1)
     store.flush_queued()
@@ -188,7 +217,7 @@ def test_a_conflicting_write_changes_nothing(store: StateStore) -> None:
     assert store.write([loser], {P1: "1:t.0"}) == [False]
     assert store.counts() == (0, 0)
     assert store.read(["c3"], {P1: 0}).journal == {}
-    assert store.due(due + 1000, 10) == []
+    assert due_at(store, due + 1000, 10) == []
 
 
 def test_journal_fields_of_applied_customers_share_one_field_per_partition(store: StateStore) -> None:
@@ -315,7 +344,7 @@ def test_many_customers_in_one_call(store: StateStore) -> None:
     assert reading.journal == {("leads.raw", 0, i): b"d" for i in range(5000)}
     assert store.counts() == (5000, 0)
     # One second's list of 5000 entries: more than one RPUSH chunk, in order.
-    assert _heads(store.due(due + 1000, 10_000)) == [(due // 1000, tuple(f"m{i}" for i in range(5000)))]
+    assert _heads(due_at(store, due + 1000, 10_000)) == [(due // 1000, tuple(f"m{i}" for i in range(5000)))]
 
 
 def test_script_is_reloaded_after_redis_forgets_it(services: None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +40,8 @@ def audit(states: Iterable[tuple[str, bytes | None]], entries: set[tuple[int, st
 class InterleavingStore(InMemoryStore):
     """An InMemoryStore that runs a hook just before the next write: another instance at work."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
         self.before_next_write: Callable[[], None] | None = None
 
     def write(

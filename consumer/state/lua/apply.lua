@@ -12,7 +12,7 @@
 --
 -- KEYS: 1 wake zset, 2 pending counter, 3 held counter, 4 .. 3+P journal hash of each input
 --       partition, 4+P .. 3+P+W wake list of each wake second, then the state key of each customer.
--- ARGV: 1 n customers, 2 P, 3 W, 4 journal expire-at (ms), 5 .. 4+P the journal field to write
+-- ARGV: 1 n customers, 2 P, 3 W, 4 journal time to live (ms), 5 .. 4+P the journal field to write
 --       in each partition's hash, 5+P .. 4+P+W the wake seconds; then per customer:
 --         expected value ("" = the key must not exist), new value ("" = delete), pending delta,
 --         held delta, wake list number (0 = none), cid, n journal fragments,
@@ -88,7 +88,7 @@ end
 for p = 1, partitions do
   if #fragments[p] > 0 then
     redis.call('HSET', KEYS[3 + p], ARGV[4 + p], table.concat(fragments[p]))
-    redis.call('PEXPIREAT', KEYS[3 + p], ARGV[4])
+    redis.call('PEXPIRE', KEYS[3 + p], ARGV[4])
   end
 end
 for w = 1, seconds do

@@ -56,10 +56,11 @@ class Harness:
         self.replay_delay_ms = replay_delay_ms
         self.crashes = crashes
         self.windows = windows
-        self.store = InterleavingStore()
+        self.store = InterleavingStore(clock=self.clock)  # the shared clock: every stamp, every lease
         self.codecs = CODECS
-        self.processor = BatchProcessor(self.store, windows, DECODER, self.codecs, clock=self.clock)
-        self.sweeper = ExpirySweeper(self.store, LEASE_MS, clock=self.clock)
+        self.processor = BatchProcessor(self.store, windows, DECODER, self.codecs)
+        self.sweeper = ExpirySweeper(self.store, LEASE_MS)
+        self.newest = [-1, -1]  # per partition: newest arrival time committed (the watermark marks)
         self.model = ReferenceModel(windows.pending_ttl_ms, windows.orphan_grace_ms, windows.dedupe_ttl_ms)
         self.next_offset = [0, 0]
         self.sources: dict[tuple[int, int], SourceRecord] = {}
@@ -87,19 +88,24 @@ class Harness:
             offset = self.next_offset[send.partition]
             self.next_offset[send.partition] += 1
             value = send.payload if isinstance(send.payload, bytes) else encode_lead(send.payload)
-            source = SourceRecord(INPUT_TOPIC, send.partition, offset, send.key, value, self.now_ms - 500)
+            # Records reach Kafka when they are processed here (the outage case, records processed
+            # long after they arrived, is test_time.py's): arrival time = the clock.
+            source = SourceRecord(INPUT_TOPIC, send.partition, offset, send.key, value, self.now_ms)
             self.sources[(send.partition, offset)] = source
             sources.append(source)
-            inputs.append(Input(send.partition, offset, send.key, send.payload))
+            inputs.append(Input(send.partition, offset, send.key, send.payload, self.now_ms))
         return sources, inputs
 
     def batch(self, step: Batch) -> None:
         sources, inputs = self.sources_for(step.records)
         expected = self.model.batch(self.now_ms, inputs)
         claimed: list[tuple[int, Claimed]] = []
+        busy = {s.partition for s in sources}  # consumed, not committed: not caught up
         if step.interleave_sweep:
-            self.store.before_next_write = lambda: claimed.append((self.now_ms, self.sweeper.claim_due()))
+            self.store.before_next_write = lambda: claimed.append((self.now_ms, self.claim(busy)))
         result = self.processor.process(sources)
+        for source in sources:  # committed
+            self.newest[source.partition] = max(self.newest[source.partition], source.timestamp_ms or -1)
         if step.replay is not None:
             result = self.replay(sources, result, step.replay)
         self.store.forget_journal(result.journal)  # the batch's transaction committed
@@ -230,7 +236,7 @@ class Harness:
             target = upcoming[min(step.to_deadline, len(upcoming) - 1)] + step.ms
             self.now_ms = max(self.now_ms, target)
         if step.crash:
-            self.sweeper.claim_due()  # claimed, then the process died: nothing published or released
+            self.claim()  # claimed, then the process died: nothing published or released
         if step.sweep:
             self.sweep()
         self.check_store()
@@ -241,20 +247,29 @@ class Harness:
         expected: list[Unlinked] = []
         for claimed_at_ms, claimed in already_claimed:
             self.publish_and_release(claimed, reported)
-            expected += self.model.sweep(claimed_at_ms)
+            if claimed.watermark_ms is not None:  # None: a partition had no mark yet, nothing was due
+                expected += self.model.sweep(claimed.watermark_ms, claimed_at_ms)
         for _ in range(50):
-            claimed = self.sweeper.claim_due()
+            claimed = self.claim()
             if not claimed.leads:
                 break
             self.publish_and_release(claimed, reported)
         else:
             pytest.fail("the sweeper keeps claiming items")
-        expected += self.model.sweep(self.now_ms)
+        assert claimed.watermark_ms == self.now_ms  # every partition caught up: the clock
+        expected += self.model.sweep(self.now_ms, self.now_ms)
         if not self.crashes:
             assert Counter(reported) == Counter(expected)
         self.reported += reported
         self.outcomes.update(outcome_of(r) for r in reported)
         self.expected_reported += expected
+
+    def claim(self, busy: set[int] | frozenset[int] = frozenset()) -> Claimed:
+        """The run loop's timer: mark the partitions (those with records in a batch not yet
+        committed are behind, the others caught up), then let the sweeper claim what is due."""
+        marks = {(INPUT_TOPIC, p): (self.newest[p], p not in busy) for p in (0, 1)}
+        self.store.mark_partitions(marks, 0)
+        return self.sweeper.claim_due([(INPUT_TOPIC, 0), (INPUT_TOPIC, 1)])
 
     def publish_and_release(self, claimed: Claimed, reported: list[Unlinked]) -> None:
         for lead in claimed.leads:
@@ -280,10 +295,10 @@ class Harness:
         assert self.model.outstanding() == (0, 0)
         assert all(not decode_state(blob).items() for blob in self.store.states.values())
         self.now_ms += LEASE_MS + 1_000
-        assert not self.sweeper.claim_due().leads
+        assert not self.claim().leads
         self.now_ms += self.windows.dedupe_ttl_ms + 1_000  # every dedupe mark lapses too
         for _ in range(10):
-            assert not self.sweeper.claim_due().leads
+            assert not self.claim().leads
         assert self.store.states == {}
         assert self.store.wakes == {}
 

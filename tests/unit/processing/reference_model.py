@@ -7,7 +7,8 @@ plainly: one ``Customer`` per cid, a list of pending leads, a list of held Event
 done marks. Reported (expired) items are deleted from the lists.
 
 Documented choices the model follows where the contract is silent:
-- windows run on processing time, one ``now`` per batch;
+- windows run on each record's arrival time (its Kafka timestamp); outputs are stamped with the
+  clock of the batch (``now``); a sweep reports what the watermark has passed;
 - a pending lead / held Event 2 whose deadline has passed (deadline <= now) is inactive for the
   rules even if the sweeper has not reported it yet; a sweep reports it exactly once;
 - an Event 2 while another Event 2 is held, or while the customer was verified within the dedupe
@@ -52,6 +53,7 @@ class Input:
     offset: int
     key: bytes | None
     payload: Mapping[str, Any] | bytes
+    arrival: int  # when it reached Kafka (the record's timestamp): every window runs on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +229,7 @@ class ReferenceModel:
                     DeadLetter(event.value, record.partition, record.offset, record.key, now)
                 )
                 continue
-            result = self._apply(self.customers.setdefault(event.cid, Customer()), event, now)
+            result = self._apply(self.customers.setdefault(event.cid, Customer()), event, record.arrival, now)
             if isinstance(result, DuplicateKind):
                 outcome.duplicates[result] += 1
             elif isinstance(result, DeadLetterReason):
@@ -239,20 +241,21 @@ class ReferenceModel:
         return outcome
 
     def _apply(
-        self, customer: Customer, event: Event, now: int
+        self, customer: Customer, event: Event, at: int, now: int
     ) -> Attributed | DuplicateKind | DeadLetterReason | None:
-        pending = _active(customer.pending, now)
-        held = _active(customer.held, now)
-        done = customer.done_until.get(event.name, 0) > now
+        """One event that reached Kafka ``at``, decided (stamped) ``now``."""
+        pending = _active(customer.pending, at)
+        held = _active(customer.held, at)
+        done = customer.done_until.get(event.name, 0) > at
 
         if event.click_id is None:  # rules 3 and 4: a verification event
             if pending is not None:
                 customer.pending.remove(pending)
-                self._mark_verified(customer, pending.event.name, now)
+                self._mark_verified(customer, pending.event.name, at)
                 return _deferred_lead(pending.event, event, now)
-            if customer.verified_until > now or held is not None:
+            if customer.verified_until > at or held is not None:
                 return DuplicateKind.VERIFICATION
-            customer.held.append(Waiting(event, now + self.orphan_grace_ms))
+            customer.held.append(Waiting(event, at + self.orphan_grace_ms))
             return None
 
         if event.deferred:  # rule 2
@@ -263,9 +266,9 @@ class ReferenceModel:
                 return DuplicateKind.DEFERRED_EVENT1
             if held is not None:
                 customer.held.remove(held)
-                self._mark_verified(customer, event.name, now)
+                self._mark_verified(customer, event.name, at)
                 return _deferred_lead(event, held.event, now)
-            customer.pending.append(Waiting(event, now + self.pending_ttl_ms))
+            customer.pending.append(Waiting(event, at + self.pending_ttl_ms))
             return None
 
         # rule 1: a direct lead
@@ -273,7 +276,7 @@ class ReferenceModel:
             return DeadLetterReason.DUPLICATE_ATTRIBUTION
         if done:
             return DuplicateKind.DIRECT
-        customer.done_until[event.name] = now + self.dedupe_ttl_ms
+        customer.done_until[event.name] = at + self.dedupe_ttl_ms
         return Attributed(
             lead_id=lead_id(event.cid, event.click_id, event.name),
             cid=event.cid,
@@ -290,19 +293,20 @@ class ReferenceModel:
             attributed_at=now,
         )
 
-    def _mark_verified(self, customer: Customer, event1_name: str, now: int) -> None:
-        customer.done_until[event1_name] = now + self.dedupe_ttl_ms
-        customer.verified_until = now + self.dedupe_ttl_ms
+    def _mark_verified(self, customer: Customer, event1_name: str, at: int) -> None:
+        customer.done_until[event1_name] = at + self.dedupe_ttl_ms
+        customer.verified_until = at + self.dedupe_ttl_ms
 
-    def sweep(self, now: int) -> list[Unlinked]:
-        """Rules 4 and 5: report every item whose deadline has passed, once, and forget it."""
+    def sweep(self, watermark: int, now: int) -> list[Unlinked]:
+        """Rules 4 and 5: report every item whose deadline the watermark has passed (every input
+        partition processed past it), once, stamped ``now``, and forget it."""
         reported: list[Unlinked] = []
         for cid, customer in self.customers.items():
             for items, reason in (
                 (customer.pending, UnlinkedReason.VERIFICATION_EXPIRED),
                 (customer.held, UnlinkedReason.NO_MATCHING_EVENT1),
             ):
-                for item in [i for i in items if i.deadline <= now]:
+                for item in [i for i in items if i.deadline <= watermark]:
                     items.remove(item)
                     event = item.event
                     reported.append(

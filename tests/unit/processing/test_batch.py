@@ -37,7 +37,7 @@ def _batch(rng: random.Random) -> list[SourceRecord]:
 
 
 def test_bounds_and_lead_partitions_match_a_record_by_record_walk() -> None:
-    processor = BatchProcessor(InMemoryStore(), WINDOWS, CODEC, OutputCodecs(Settings()), clock=lambda: 1e9)
+    processor = BatchProcessor(InMemoryStore(clock=lambda: 1e9), WINDOWS, CODEC, OutputCodecs(Settings()))
     rng = random.Random(20261127)
     for _ in range(500):
         sources = _batch(rng)

@@ -25,7 +25,7 @@ CODEC = Codec("lead_event")
 
 
 def _processor(store: InMemoryStore) -> BatchProcessor:
-    return BatchProcessor(store, WINDOWS, CODEC, OutputCodecs(Settings()), clock=lambda: 1e9)
+    return BatchProcessor(store, WINDOWS, CODEC, OutputCodecs(Settings()))
 
 
 def _record(partition: int, offset: int, value: bytes) -> SourceRecord:

@@ -8,7 +8,8 @@ fastavro against the bundled schemas and compared with tests/unit/reference_mode
 
 Properties:
 - model: per batch, the multiset of published records and the duplicate counts by kind; per sweep
-  (a clock advance, then claim_due/release until nothing is claimed), the unlinked records;
+  (a clock advance, the partitions marked caught up, then claim_due/release until nothing is
+  claimed), the unlinked records;
 - (a) replay: processing a batch again with the same sources (an aborted transaction), whole or
   cut in two, at once or later, publishes the same records (byte-identical, but for the failedAt
   of invalid input on a later replay, which is documented) and changes no state, journal, index or

@@ -6,14 +6,21 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from consumer.model import LeadEvent, lead_id
+from consumer.model import Decision, LeadEvent, lead_id
 from consumer.reasons import DeadLetterReason, DuplicateKind, Mode, UnlinkedReason
 from consumer.rules.attribute import Windows, attribute, claim, due_items, release, unlinked
 from consumer.state.customer import EMPTY, CustomerState, HeldVerification, PendingLead
 
 W = Windows(pending_ttl_ms=10_000, orphan_grace_ms=5_000, dedupe_ttl_ms=60_000)
 T0 = 1_000_000
+# The shared clock when the events are decided: far past every window, as after an outage. The
+# windows run on arrival time (the first time passed to attribute), so no decision may change.
+CLOCK = T0 + 7_000_000
 CID = "cust-1"
+
+
+def decide(state: CustomerState, event: LeadEvent, at_ms: int) -> tuple[CustomerState, Decision]:
+    return attribute(state, event, at_ms, CLOCK, W)
 
 
 def direct(name: str = "signup", click: str = "click-A") -> LeadEvent:
@@ -161,8 +168,8 @@ CASES = [
 def run(case: Case) -> tuple[CustomerState, object]:
     state = EMPTY
     for offset, event in case.history:
-        state, _ = attribute(state, event, T0 + offset, W)
-    return attribute(state, case.event, T0 + case.at, W)
+        state, _ = decide(state, event, T0 + offset)
+    return decide(state, case.event, T0 + case.at)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -177,8 +184,8 @@ def test_rule(case: Case) -> None:
 
 
 def test_deferred_lead_carries_event1_details_and_event2_name() -> None:
-    state, _ = attribute(EMPTY, event1(), T0, W)
-    _, decision = attribute(state, event2(), T0 + 1500, W)
+    state, _ = decide(EMPTY, event1(), T0)
+    _, decision = decide(state, event2(), T0 + 1500)
     lead = decision.attributed
     assert lead is not None
     assert (lead.click_id, lead.event_name, lead.verification_event_name) == (
@@ -188,14 +195,14 @@ def test_deferred_lead_carries_event1_details_and_event2_name() -> None:
     )
     assert (lead.customer_name, lead.metadata) == ("Ann", {"k": "v"})  # Event 1's, not Event 2's
     assert (lead.event_timestamp_ms, lead.verified_timestamp_ms) == (222, 333)
-    assert lead.attributed_at_ms == T0 + 1500
+    assert lead.attributed_at_ms == CLOCK  # stamped with the shared clock
     assert decision.verification_delay_ms == 1500
     assert lead.lead_id == lead_id(CID, "click-A", "signup")
 
 
 def test_early_event2_joined_by_event1_uses_both() -> None:
-    state, _ = attribute(EMPTY, event2(), T0, W)
-    state, decision = attribute(state, event1(), T0 + 10, W)
+    state, _ = decide(EMPTY, event2(), T0)
+    state, decision = decide(state, event1(), T0 + 10)
     lead = decision.attributed
     assert lead is not None and lead.mode is Mode.DEFERRED
     assert (lead.verification_event_name, lead.verified_timestamp_ms, lead.customer_name) == (
@@ -227,20 +234,37 @@ def test_lead_id_is_deterministic_and_distinguishes_parts() -> None:
     assert lead_id("a:b", None, "c") != lead_id("a", "b", "c")
 
 
-def test_windows_use_processing_time_not_producer_timestamp() -> None:
+def test_windows_run_on_arrival_time_not_the_producer_timestamp_or_the_clock() -> None:
     old = replace(event1(), timestamp_ms=0)  # a backfill from 1970 must not be expired on arrival
-    state, _ = attribute(EMPTY, old, T0, W)
+    state, _ = decide(EMPTY, old, T0)
     assert state.pending[0].deadline_ms == T0 + W.pending_ttl_ms
+    # Its Event 2 reached Kafka 6 s later, in time; it is processed long after the deadline (an
+    # outage): it joins all the same.
+    _, decision = decide(state, event2(), T0 + 6_000)
+    assert decision.attributed is not None and decision.attributed.mode is Mode.DEFERRED
+    # One that reached Kafka after the deadline does not, whenever it is processed.
+    late, decision = attribute(state, event2(), T0 + 10_000, T0 + 10_000, W)
+    assert decision.attributed is None and len(late.held) == 1
+
+
+def test_a_claimed_item_is_inactive_for_attribution() -> None:
+    """A sweeper claimed the pending lead (it is being reported as expired): an Event 2 that reached
+    Kafka before the deadline does not join it, or the lead would be both attributed and unlinked."""
+    state, _ = decide(EMPTY, event1(), T0)
+    claimed = claim(state, list(state.pending), CLOCK + 30_000)
+    joined, decision = decide(claimed, event2(), T0 + 9_000)
+    assert decision.attributed is None
+    assert len(joined.pending) == 1 and len(joined.held) == 1  # held, as an Event 2 with no Event 1
 
 
 def test_expiry_claim_and_release() -> None:
-    state, _ = attribute(EMPTY, event1(), T0, W)
-    assert due_items(state, T0 + 9_999) == []
-    items = due_items(state, T0 + 10_000)
+    state, _ = decide(EMPTY, event1(), T0)
+    assert due_items(state, T0 + 9_999, CLOCK) == []  # the watermark has not passed the deadline
+    items = due_items(state, T0 + 10_000, CLOCK)
     assert len(items) == 1
-    claimed = claim(state, items, T0 + 40_000)
-    assert due_items(claimed, T0 + 10_001) == []  # leased: other sweepers skip it
-    assert len(due_items(claimed, T0 + 40_000)) == 1  # lease lapsed: reported again (at least once)
+    claimed = claim(state, items, CLOCK + 30_000)
+    assert due_items(claimed, T0 + 10_001, CLOCK + 1) == []  # leased: other sweepers skip it
+    assert len(due_items(claimed, T0 + 40_000, CLOCK + 30_000)) == 1  # lease lapsed: reported again
     assert release(claimed, items).pending == ()
     record = unlinked(CID, items[0], T0 + 10_000)
     assert record.reason is UnlinkedReason.VERIFICATION_EXPIRED
@@ -251,8 +275,8 @@ def test_expiry_claim_and_release() -> None:
 
 
 def test_orphan_event2_unlinked_record() -> None:
-    state, _ = attribute(EMPTY, event2(), T0, W)
-    (item,) = due_items(state, T0 + 5_000)
+    state, _ = decide(EMPTY, event2(), T0)
+    (item,) = due_items(state, T0 + 5_000, CLOCK)
     assert isinstance(item, HeldVerification)
     record = unlinked(CID, item, T0 + 5_000)
     assert (record.reason, record.event_name, record.click_id) == (
@@ -263,19 +287,19 @@ def test_orphan_event2_unlinked_record() -> None:
 
 
 def test_state_forgets_old_dedupe_marks() -> None:
-    state, _ = attribute(EMPTY, direct(), T0, W)
+    state, _ = decide(EMPTY, direct(), T0)
     assert state.done
-    later, _ = attribute(state, direct("other"), T0 + 60_001, W)
+    later, _ = decide(state, direct("other"), T0 + 60_001)
     assert set(later.done) == {"other"}
     assert later.wake_ms() == T0 + 60_001 + W.dedupe_ttl_ms  # then the state can be deleted
 
 
 def test_wake_time_is_the_first_item_due_then_the_last_dedupe_mark() -> None:
-    state, _ = attribute(EMPTY, event1(), T0, W)
+    state, _ = decide(EMPTY, event1(), T0)
     assert isinstance(state.pending[0], PendingLead)
     assert state.wake_ms() == state.pending[0].deadline_ms
     leased = claim(state, list(state.pending), state.pending[0].deadline_ms + 30_000)
     assert leased.wake_ms() == state.pending[0].deadline_ms + 30_000  # a claimed item: its lease
-    joined, _ = attribute(state, event2(), T0 + 1_000, W)
+    joined, _ = decide(state, event2(), T0 + 1_000)
     assert not joined.items() and joined.wake_ms() == max(joined.done.values())
     assert EMPTY.wake_ms() is None
