@@ -91,14 +91,22 @@ def admin(bootstrap: str = BOOTSTRAP, **extra: Any) -> AdminClient:
 
 
 def create_topics(
-    names: Iterable[str] | Mapping[str, int], partitions: int = 3, bootstrap: str = BOOTSTRAP
+    names: Iterable[str] | Mapping[str, int],
+    partitions: int = 3,
+    bootstrap: str = BOOTSTRAP,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Create topics (a mapping gives each its own partition count) and wait until the metadata
-    shows every one of them: it propagates asynchronously, even on one broker."""
+    """Create topics (a mapping gives each its own partition count; ``configs`` a topic its own
+    settings) and wait until the metadata shows every one of them: it propagates asynchronously,
+    even on one broker."""
     counts = dict(names) if isinstance(names, Mapping) else dict.fromkeys(names, partitions)
+    settings = configs or {}
     client = admin(bootstrap)
     futures = client.create_topics(
-        [NewTopic(n, num_partitions=p, replication_factor=1) for n, p in counts.items()]
+        [
+            NewTopic(n, num_partitions=p, replication_factor=1, config=dict(settings.get(n, {})))
+            for n, p in counts.items()
+        ]
     )
     for future in futures.values():
         future.result(60)

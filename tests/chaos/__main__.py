@@ -20,11 +20,18 @@ from tests.chaos.driver import Outcome, Run, log_root
 from tests.chaos.scenarios import DEFAULT, SCENARIOS
 from tests.chaos.services import chaos_services
 from tests.chaos.stream import Stream, generate
+from tests.chaos.windows import generate_windowed
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=30_000, help="records per run (default 30000)")
+    parser.add_argument(
+        "--windowed-events",
+        type=int,
+        default=6_000,
+        help="records per run of the windowed scenarios (default 6000, fed at 150/s)",
+    )
     parser.add_argument(
         "--scenarios",
         default=",".join(DEFAULT),
@@ -72,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         for run_index in range(args.runs):
             seed = first_seed + run_index
             stream = generate(args.events, seed)
+            windowed = generate_windowed(args.windowed_events, seed)
             for name in names:
                 try:
-                    outcome = run_one(name, services, stream, seed, args.rate, root)
+                    chosen = windowed if SCENARIOS[name].windowed else stream
+                    outcome = run_one(name, services, chosen, seed, args.rate, root)
                 except Exception:
                     outcome = Outcome(name, args.events)
                     outcome.violations.append(f"harness error:\n{traceback.format_exc()}")

@@ -175,7 +175,12 @@ def verify(run: Run) -> None:
         )
     if dead_duplicates and exactly_once:
         run.violation(f"{dead_duplicates} duplicate dead letters under exactly_once")
-    out.lines.append(f"unlinked: found {len(unlinked[0])}, expected 0 (nothing expires during a run)")
+    if stream.windowed is None:
+        out.lines.append(f"unlinked: found {len(unlinked[0])}, expected 0 (nothing expires during a run)")
+        if unlinked[0]:
+            run.violation(f"{len(unlinked[0])} unlinked records, e.g. {unlinked[0][0]['reason']}")
+    else:
+        check_unlinked(run, unlinked[0], attributed[0])
     written = sum(
         len(read_all(topic, None, 60, committed=False, bootstrap=run.services.bootstrap)[0])
         for topic in (run.topics.attributed, run.topics.dead_letter)
@@ -184,10 +189,47 @@ def verify(run: Run) -> None:
         f"records written but never committed (aborted or zombie transactions, or undelivered "
         f"retries): {written - len(attributed[0]) - len(dead[0])}"
     )
-    if unlinked[0]:
-        run.violation(f"{len(unlinked[0])} unlinked records, e.g. {unlinked[0][0]['reason']}")
     check_state(run)
     check_logs(run)
+
+
+def check_unlinked(run: Run, unlinked: list[dict[str, Any]], attributed: list[dict[str, Any]]) -> None:
+    """The windowed stream: every expected unlinked record published at least once, with its one
+    leadId (repeats identical but for detectedAt), nothing else, and no lead both attributed and
+    unlinked."""
+    expected, problems = run.stream.windowed.expected_unlinked(run.feeder.stamps)
+    for problem in problems[:3]:
+        run.violation(f"harness: {problem} (of {len(problems)})")
+    by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in unlinked:
+        by_id[record["leadId"]].append(record)
+    missing = [lid for lid in expected if lid not in by_id]
+    unexpected = [lid for lid in by_id if lid not in expected]
+    unequal = sum(
+        1
+        for records in by_id.values()
+        for r in records[1:]
+        if _without(r, "detectedAt", "_partition") != _without(records[0], "detectedAt", "_partition")
+    )
+    leads = {(r["customerExternalId"], r["clickId"], r["eventName"]) for r in attributed}
+    both = [r for r in unlinked if (r["customerExternalId"], r["clickId"], r["eventName"]) in leads]
+    reasons = Counter(reason for _cid, reason in expected.values())
+    run.outcome.lines.append(
+        f"unlinked: expected {len(expected)} ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}), "
+        f"found {len(by_id)}, repeats {len(unlinked) - len(by_id)}, missing {len(missing)}, "
+        f"unexpected {len(unexpected)}, also attributed {len(both)}"
+    )
+    if missing:
+        run.violation(f"{len(missing)} unlinked records missing, e.g. {expected[missing[0]]}")
+    if unexpected:
+        record = by_id[unexpected[0]][0]
+        run.violation(
+            f"{len(unexpected)} unexpected unlinked records, e.g. {record['reason']} of {record['customerExternalId']}"
+        )
+    if unequal:
+        run.violation(f"{unequal} repeated unlinked records differ from the first copy")
+    if both:
+        run.violation(f"{len(both)} leads both attributed and unlinked, e.g. {both[0]['customerExternalId']}")
 
 
 def check_state(run: Run) -> None:

@@ -90,9 +90,16 @@ class Run:
             "LEADS_LOG_LEVEL": "INFO",
             "LEADS_KAFKA_SESSION_TIMEOUT_MS": "6000",
             "LEADS_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
-            # Nothing may expire during a run: every deferred lead must be joined, never reported.
-            "LEADS_PENDING_TTL_SECONDS": "86400",
-            "LEADS_ORPHAN_GRACE_SECONDS": "86400",
+            # Nothing may expire during a run of the default stream: every deferred lead must be joined,
+            # never reported. The windowed stream (tests/chaos/windows.py) runs on short windows.
+            **(
+                {
+                    "LEADS_PENDING_TTL_SECONDS": str(stream.windowed.ttl_ms / 1000),
+                    "LEADS_ORPHAN_GRACE_SECONDS": str(stream.windowed.grace_ms / 1000),
+                }
+                if stream.windowed is not None
+                else {"LEADS_PENDING_TTL_SECONDS": "86400", "LEADS_ORPHAN_GRACE_SECONDS": "86400"}
+            ),
             "LEADS_PROCESSING_GUARANTEE": guarantee,
             **self.topics.env(),
         }
@@ -231,6 +238,8 @@ class Run:
         create_topics(
             {self.topics.input: INPUT_PARTITIONS, **dict.fromkeys(self.topics.outputs(), OUTPUT_PARTITIONS)},
             bootstrap=self.services.bootstrap,
+            # The records' timestamps are the broker's, as the README recommends: arrival time.
+            configs={self.topics.input: {"message.timestamp.type": "LogAppendTime"}},
         )
         try:
             scenario(self)
@@ -269,6 +278,13 @@ class Run:
                 restarts += 1
                 self.note("every consumer exited during the drain: starting one")
                 self.fleet.start("drain")
+        if self.stream.windowed is not None:
+            # The last deadlines fall due after the last record: give the sweepers time to report them
+            # (within about 4 s of the deadline when caught up) before the consumers stop.
+            windows = self.stream.windowed
+            arrived = max((s for s in self.feeder.stamps if s is not None), default=0) / 1000
+            until = arrived + max(windows.ttl_ms, windows.grace_ms) / 1000 + 12
+            self.sleep(max(0.0, until - time.time()))
         self.drained_at = self.elapsed()
         self.fleet.stop_all()
         self.committed, self.end = committed, end

@@ -15,7 +15,8 @@ from tests.chaos.stream import Stream
 
 class Feeder(threading.Thread):
     """Produces the stream at a steady rate, like product services do, and records where each
-    record landed (partition, offset): that is how dead letters are matched to their inputs."""
+    record landed (partition, offset) and the timestamp the broker gave it: that is how dead
+    letters are matched to their inputs, and unlinked records to their deadlines."""
 
     def __init__(self, bootstrap: str, topic: str, stream: Stream, rate: float, seed: int = 0) -> None:
         super().__init__(name="chaos-feeder", daemon=True)
@@ -23,8 +24,14 @@ class Feeder(threading.Thread):
         self.topic = topic
         self.records = stream.records
         self.rate = rate
-        self.due = bursty_schedule(len(self.records), rate, random.Random(seed))
+        scheduled = [r.due_s for r in self.records]
+        self.due = (
+            [s for s in scheduled if s is not None]
+            if all(s is not None for s in scheduled)
+            else bursty_schedule(len(self.records), rate, random.Random(seed))
+        )
         self.placed: list[tuple[int, int] | None] = [None] * len(self.records)
+        self.stamps: list[int | None] = [None] * len(self.records)
         self.sent = 0
         self.errors: list[str] = []
         self.finished = threading.Event()
@@ -41,6 +48,7 @@ class Feeder(threading.Thread):
             partition, offset = message.partition(), message.offset()
             assert partition is not None and offset is not None  # set on every delivered message
             self.placed[index] = (partition, offset)
+            self.stamps[index] = message.timestamp()[1]
 
     def run(self) -> None:
         started = time.monotonic()

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.process import ConsumerProcess
@@ -27,6 +27,7 @@ class Incarnation:
     exited: float = 0.0  # monotonic time of the exit after SIGTERM
     watcher: threading.Thread | None = None
     stable_id: bool = True
+    env: dict[str, str] = field(default_factory=dict)
 
 
 LIVENESS_EVERY_S = 2.0
@@ -47,20 +48,24 @@ class Fleet:
         self.last_kill = 0.0  # monotonic time of the last kill -9 (its transaction may be open)
         self._liveness_checked = 0.0
 
-    def start(self, slot: str, stable_id: bool = True, wait: bool = True, **env: str) -> ConsumerProcess:
+    def start(
+        self, slot: str, stable_id: bool = True, wait: bool = True, env: Mapping[str, str] | None = None
+    ) -> ConsumerProcess:
         """Start a consumer in ``slot``. ``stable_id``: the slot keeps its transactional.id across
         restarts (a restarted container of the same pod, which fences its own zombie at once);
-        otherwise the default per-process id (a new pod: the zombie's transaction times out)."""
+        otherwise the default per-process id (a new pod: the zombie's transaction times out).
+        ``env``: settings of this slot's own (kept when the kubelet restarts it)."""
         self.check()
         if slot in self.slots:
             raise RuntimeError(f"slot {slot} is running")
-        merged = {**self.env, **env}
+        own = dict(env or {})
+        merged = {**self.env, **own}
         if stable_id:
             merged["LEADS_TRANSACTIONAL_ID"] = f"{merged['LEADS_CONSUMER_GROUP']}-{slot}"
         count = sum(1 for inc in self.history if inc.slot == slot)
         process = ConsumerProcess(merged, self.log_dir / f"{slot}-{count}.log")
         process.start(wait_ready=False)
-        incarnation = Incarnation(slot, process, time.monotonic(), stable_id=stable_id)
+        incarnation = Incarnation(slot, process, time.monotonic(), stable_id=stable_id, env=own)
         self.slots[slot] = incarnation
         self.history.append(incarnation)
         if wait:
@@ -179,7 +184,7 @@ class Fleet:
             self.note(
                 f"{slot}: /healthz failed ({body.strip()}): killed and started again, as the kubelet would"
             )
-            self.start(slot, stable_id=incarnation.stable_id, wait=False)
+            self.start(slot, stable_id=incarnation.stable_id, wait=False, env=incarnation.env)
 
     def check(self) -> None:
         """A consumer that exits without being told to is a bug: record it (with its log tail)."""

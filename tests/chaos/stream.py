@@ -77,6 +77,7 @@ class Record:
     value: bytes
     kind: str  # story kind, "dup", or a bad kind
     dead_letter: str | None = None  # expected dead-letter reason, None when none is expected
+    due_s: float | None = None  # when the feeder sends it (the windowed stream); None: a bursty rate
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Stream:
     stories: dict[str, int] = field(default_factory=dict)
     bad: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    windowed: Any = None  # tests/chaos/windows.Windowed for the windowed stream, else None
 
     def expected_dead_letters(self, placed: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
         """(partition, offset) -> reason, once each record's place in the topic is known."""
