@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
     topics = Topics(name, name, name)
     try:
         services.up()
-        create_topics(topics.all(), 6, services.bootstrap)
+        create_topics(topics.all(), 6, services.bootstrap, topics.configs())
         preload(services.bootstrap, topics.input, generate(args.events).events)
         for mode in ("exactly_once", "at_least_once"):
             print(drain(services.bootstrap, topics, args.events, mode, args.batch_size), flush=True)

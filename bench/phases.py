@@ -44,7 +44,7 @@ class Context:
     def topic_set(self, label: str) -> Topics:
         name = f"bench-{self.run_id}-{label}"
         topics = Topics(name, name, self.prefix(label))
-        create_topics(topics.all(), 6, self.services.bootstrap)
+        create_topics(topics.all(), 6, self.services.bootstrap, topics.configs())
         self.topics += topics.all()
         return topics
 

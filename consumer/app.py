@@ -22,6 +22,8 @@ from consumer.processing.batch import BatchProcessor
 from consumer.processing.runner import Runner
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.rules.attribute import Windows
+from consumer.state.changelog import ChangelogReader
+from consumer.state.recovery import Recovery
 from consumer.state.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -104,14 +106,18 @@ def producer_config(config: Config, transactional: bool) -> dict[str, Any]:
     return settings
 
 
-def topic_id_of(config: Config) -> Callable[[str], str]:
-    """Kafka's id of a topic, asked of the cluster each time (KafkaException when it cannot answer)."""
-    settings: dict[str, Any] = {
+def cluster_config(config: Config, name: str) -> dict[str, Any]:
+    """What every client of the cluster needs: its servers, its security settings, a logger."""
+    return {
         "bootstrap.servers": config.settings.kafka_bootstrap_servers,
-        "logger": _librdkafka_logger("admin"),
+        "logger": _librdkafka_logger(name),
         **config.kafka_extra,
     }
-    admin = AdminClient(settings)
+
+
+def topic_id_of(config: Config) -> Callable[[str], str]:
+    """Kafka's id of a topic, asked of the cluster each time (KafkaException when it cannot answer)."""
+    admin = AdminClient(cluster_config(config, "admin"))
 
     def topic_id(topic: str) -> str:
         futures = admin.describe_topics(TopicCollection([topic]), request_timeout=10)
@@ -134,6 +140,10 @@ def build_runner(config: Config) -> Runner:
         s.redis_prefix,
         journal_ttl_ms=max(windows.pending_ttl_ms, 86_400_000),
         group=s.consumer_group,
+        sentinels=s.redis_sentinels,
+        sentinel_master=s.redis_sentinel_master,
+        min_replicas=s.min_replicas,
+        replica_timeout_ms=s.redis_replica_timeout_ms,
     )
     codecs = OutputCodecs(s, registry)
     processor = BatchProcessor(store, windows, Codec("lead_event", registry), codecs)
@@ -145,7 +155,13 @@ def build_runner(config: Config) -> Runner:
         else AtLeastOnceCommitter(lambda: Producer(producer_config(config, False)))
     )
     health = Health()
-    return Runner(
+    recovery = Recovery(
+        store,
+        health,
+        reader=lambda: ChangelogReader(cluster_config(config, "changelog"), s.changelog_topic, health.beat),
+        auto=s.state_restore == "auto",
+    )
+    runner = Runner(
         make_consumer=lambda callbacks: Consumer(consumer_config(config, callbacks)),
         committer=committer,
         store=store,
@@ -161,7 +177,10 @@ def build_runner(config: Config) -> Runner:
         topic_id=topic_id_of(config),
         overlap_commits=s.overlap_commits,
         idle_lag_ms=int(s.idle_partition_lag_seconds * 1000),
+        recovery=recovery,
     )
+    recovery.committed = runner.committed_everywhere  # asked of the runner's own consumer
+    return runner
 
 
 def tune_gc() -> None:

@@ -34,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
         "to earlier positions are replayed instead of skipped (stop the consumers first)",
     )
     floor.add_argument("--dry-run", action="store_true", help="show the floor, change nothing")
+    restorer = commands.add_parser(
+        "restore-state",
+        help="rebuild Redis's state from the state changelog after Redis lost state (the consumers may run)",
+    )
+    restorer.add_argument(
+        "--from-redis",
+        action="store_true",
+        help="the other way, once, after an upgrade from a release without a changelog: write Redis's "
+        "states to the changelog (stop the consumers first)",
+    )
     return parser
 
 
@@ -52,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
         return run(config)
+    if args.command == "restore-state":
+        from consumer.tools.restore_state import restore_state  # noqa: PLC0415
+
+        return restore_state(config, args.from_redis)
     if args.command == "replay":
         return _replay(config, args)
     if args.command == "clear-offset-floor":

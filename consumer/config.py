@@ -10,10 +10,10 @@ import os
 import socket
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_PASSTHROUGH_PREFIX = "LEADS_KAFKA_"
@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     attributed_topic: str = "leads.attributed"
     unlinked_topic: str = "leads.unlinked"
     dead_letter_topic: str = "leads.dead-letter"
+    # The customers' states, compacted, written in each batch's transaction: what Redis is rebuilt
+    # from when it lost state (consumer/state/changelog.py).
+    changelog_topic: str = "leads.state-changelog"
     consumer_group: str = "lead-attribution"
     pending_ttl_seconds: PositiveSeconds = 604800
     orphan_grace_seconds: PositiveSeconds = 300
@@ -61,6 +64,17 @@ class Settings(BaseSettings):
     # Loopback by default so a laptop run exposes nothing; deployments set 0.0.0.0 for scraping.
     metrics_host: str = "127.0.0.1"
     schema_registry_url: str | None = None
+    # Redis high availability (contract section 5): the primary found through Sentinel and followed
+    # across failovers; credentials, TLS and database still come from redis_url.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str | None = None
+    # Replicas that must acknowledge a batch's Redis writes (WAIT) before its Kafka commit. Unset:
+    # 1 with Sentinel (a failover then never loses an acknowledged batch), 0 without.
+    redis_min_replicas: int | None = Field(default=None, ge=0, le=10)
+    redis_replica_timeout_ms: int = Field(default=2000, ge=1, le=60_000)
+    # What happens when Redis lost state: restored from the changelog by the first instance that
+    # notices (auto), or by an operator running `leadattr restore-state` (manual).
+    state_restore: Literal["auto", "manual"] = "auto"
 
     # Not in the contract's list; documented in the README.
     batch_size: int = Field(default=1000, ge=1, le=100_000)
@@ -98,6 +112,25 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value or None
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(":" not in part for part in value.split(","))):
+            raise ValueError("must be host:port[,host:port...]")
+        return value or None
+
+    @model_validator(mode="after")
+    def _sentinel_needs_master(self) -> Settings:
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ValueError("LEADS_REDIS_SENTINEL_MASTER: required with LEADS_REDIS_SENTINELS")
+        return self
+
+    @property
+    def min_replicas(self) -> int:
+        if self.redis_min_replicas is not None:
+            return self.redis_min_replicas
+        return 1 if self.redis_sentinels else 0
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -137,7 +170,9 @@ def _environment(env_file: Path | None) -> dict[str, str]:
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "?"
+    if not first["loc"]:  # a rule across settings: its message names them
+        return f"invalid setting {str(first['msg']).removeprefix('Value error, ')}"
+    field = str(first["loc"][0])
     value: Any = first.get("input")
     shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
     return f"invalid setting LEADS_{field.upper()}: {first['msg']}{shown}"

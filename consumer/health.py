@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumer.logs import fields
-from consumer.metrics import KAFKA_UP, READY, REDIS_UP, REGISTRY
+from consumer.metrics import KAFKA_UP, READY, REDIS_UP, REGISTRY, STATE_LOST
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,34 @@ class Health:
         self.kafka_down_since = 0.0  # monotonic time Kafka became unreachable, 0 while reachable
         self.subscribed = False
         self.last_beat = time.monotonic()
+        self.redis_problem = "redis unreachable"  # what readiness says while redis_ok is False
+        self.state_ok = True
         self._kafka_lock = threading.Lock()  # reported from the run loop and the watchdog thread
 
-    def report_redis(self, ok: bool, error: Exception | None = None) -> None:
+    def report_redis(
+        self, ok: bool, error: Exception | None = None, problem: str = "redis unreachable"
+    ) -> None:
         if ok != self.redis_ok:
             if ok:
                 log.info("redis reachable again")
             else:
                 log.error("redis unavailable, pausing and retrying", extra=fields(error=type(error).__name__))
         self.redis_ok = ok
+        self.redis_problem = problem
         REDIS_UP.set(1 if ok else 0)
+
+    def report_state(self, ok: bool, lost: object = None) -> None:
+        """Contract rule 9: the state is known damaged (``lost`` says where) or intact again."""
+        if ok != self.state_ok:
+            if ok:
+                log.info("state intact again: deciding")
+            else:
+                log.error(
+                    "state lost: redis holds less than was committed; deciding nothing until it is restored",
+                    extra=fields(partitions=lost),
+                )
+        self.state_ok = ok
+        STATE_LOST.set(0 if ok else 1)
 
     def report_kafka(self, ok: bool, detail: str = "") -> None:
         with self._kafka_lock:
@@ -86,8 +104,10 @@ class Health:
             reasons.append("not subscribed to the input topic yet")
         if self.stopping:
             reasons.append("shutting down")
+        if not self.state_ok:
+            reasons.append("state_lost")
         if not self.redis_ok:
-            reasons.append("redis unreachable")
+            reasons.append(self.redis_problem)
         if not self.kafka_ok:
             reasons.append("kafka broker unreachable")
         READY.set(0 if reasons else 1)

@@ -80,6 +80,9 @@ FLOOR_SKIPS = Counter(
 REDIS_UP = Gauge("leads_redis_up", "1 when the last Redis round trip succeeded.", registry=REGISTRY)
 KAFKA_UP = Gauge("leads_kafka_up", "1 when the broker is reachable.", registry=REGISTRY)
 READY = Gauge("leads_ready", "1 when /readyz answers ready.", registry=REGISTRY)
+# Contract rule 9: 1 while Redis is known to hold less than was committed (the consumer decides
+# nothing until the state is restored from the changelog; consumer/state/recovery.py).
+STATE_LOST = Gauge("leads_state_lost", "1 while the state in Redis is known damaged.", registry=REGISTRY)
 ASSIGNED_PARTITIONS = Gauge("leads_assigned_partitions", "Input partitions owned.", registry=REGISTRY)
 LAST_PROCESSED = Gauge(
     "leads_last_processed_timestamp_seconds", "Unix time of the last processed record.", registry=REGISTRY

@@ -69,11 +69,20 @@ class Topics:
     def dead_letter(self) -> str:
         return f"{self.name}.dead-letter"
 
+    @property
+    def changelog(self) -> str:
+        return f"{self.name}.state-changelog"
+
     def all(self) -> list[str]:
         return [self.input, *self.outputs()]
 
     def outputs(self) -> list[str]:
-        return [self.attributed, self.unlinked, self.dead_letter]
+        """Every topic the consumer writes: the three outputs and the state changelog."""
+        return [self.attributed, self.unlinked, self.dead_letter, self.changelog]
+
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Topic settings create_topics gives them: the changelog is compacted."""
+        return {self.changelog: {"cleanup.policy": "compact"}}
 
     def env(self) -> dict[str, str]:
         return {
@@ -81,6 +90,7 @@ class Topics:
             "LEADS_ATTRIBUTED_TOPIC": self.attributed,
             "LEADS_UNLINKED_TOPIC": self.unlinked,
             "LEADS_DEAD_LETTER_TOPIC": self.dead_letter,
+            "LEADS_CHANGELOG_TOPIC": self.changelog,
             "LEADS_CONSUMER_GROUP": self.group,
             "LEADS_REDIS_PREFIX": self.redis_prefix,
         }

@@ -30,11 +30,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class Output:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (the state changelog's deleted customer)
     source_timestamp_ms: int | None  # input record timestamp, for the latency histogram
 
     def __init__(
-        self, topic: str, key: bytes | None, value: bytes, source_timestamp_ms: int | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, source_timestamp_ms: int | None = None
     ) -> None:
         self.topic = topic
         self.key = key
@@ -111,6 +111,12 @@ class OutputCodecs:
             verified_timestamp_ms=_millis(r["verifiedTimestamp"]),
             attributed_at_ms=_millis(r["attributedAt"]) or 0,
         )
+
+    def changelog_output(self, cid: str, state: bytes | None) -> Output:
+        """A customer's state as a batch left it, keyed by cid, for the compacted state changelog
+        (consumer/state/changelog.py): the very bytes Redis holds (the state encoding,
+        consumer/state/codec.py), or a tombstone once nothing is left."""
+        return Output(self.settings.changelog_topic, cid.encode(), state)
 
     def unlinked_output(self, lead: UnlinkedLead) -> Output:
         record: dict[str, Any] = {

@@ -134,6 +134,9 @@ class Delivery:
         # above) had no Step 5: its floor goes now.
         self.store.note_committed(result.offsets)
         self.store.forget_journal(result.journal)
+        # From now on Redis must hold at least this (consumer/state/recovery.py): a write that finds
+        # less is refused as lost state.
+        self.store.note_progress(result.offsets)
         if failure is not None:
             try:
                 self.store.flush_queued()

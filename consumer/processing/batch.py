@@ -65,6 +65,9 @@ class BatchResult:
     journal: dict[PartitionKey, list[str]] = field(default_factory=dict)  # fields to forget once committed
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
     write_conflicts: int = 0
+    # The customers' states as this batch left them (None: deleted), for the state changelog: they
+    # go in the batch's transaction with its outputs and offsets (consumer/state/changelog.py).
+    changes: dict[str, bytes | None] = field(default_factory=dict)
 
 
 class Started:
@@ -93,6 +96,7 @@ class Started:
         self.records: dict[int, bytes] = {}  # attributed record bytes, by index
         self.result = BatchResult()
         self.writes: list[Write] = []  # the last round's, matching what reply returns
+        self.changes: dict[str, bytes | None] = {}  # see BatchResult.changes
         self.reply: Callable[[], list[bool]] = nothing_applied
 
     def todo_partitions(self) -> set[PartitionKey]:
@@ -212,7 +216,10 @@ class BatchProcessor:
         if behind:
             raise AlreadyCommitted(behind)
         writes, fields = self._round(batch, reading, 0, batch.lead_partitions)
-        batch.reply = self._store.send_write(writes, fields)
+        # Sent for every batch, with or without writes: its partitions' progress goes up with its
+        # decisions, and the write's guards refuse a Redis that lost state, or a zombie's write.
+        progress = {partition: offset + 1 for partition, offset in batch.last.items()}
+        batch.reply = self._store.send_write(writes, fields, progress)
         batch.writes = writes
 
     def finish(self, batch: Started) -> BatchResult:
@@ -220,6 +227,9 @@ class BatchProcessor:
         instance wrote it) are read, decided and written again; then the records to publish."""
         applied = batch.reply()
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
+            for write, ok in zip(batch.writes, applied, strict=True):
+                if ok:
+                    batch.changes[write.cid] = write.new_blob
             failed = {w.cid for w, ok in zip(batch.writes, applied, strict=True) if not ok}
             batch.result.write_conflicts += len(failed)
             batch.todo = {cid: batch.todo[cid] for cid in failed}
@@ -244,6 +254,9 @@ class BatchProcessor:
             if output is not None:
                 result.outputs.append(output)
         result.offsets = {partition: offset + 1 for partition, offset in batch.last.items()}
+        result.changes = batch.changes
+        changelog = self._codecs.changelog_output
+        result.outputs.extend(changelog(cid, blob) for cid, blob in batch.changes.items())
         return result
 
     def _round(
@@ -266,6 +279,7 @@ class BatchProcessor:
                 batch.now_ms,
                 batch.decisions,
                 batch.records,
+                batch.changes,
             )
             if write is not None:
                 writes.append(write)
@@ -283,17 +297,23 @@ class BatchProcessor:
         now_ms: int,
         decisions: dict[int, Decision],
         records: dict[int, bytes],
+        changes: dict[str, bytes | None],
     ) -> Write | None:
         """One customer's records of the batch, in order: fills ``decisions`` and ``records`` (the
-        attributed record bytes, encoded once, journaled and published) and plans the write."""
+        attributed record bytes, encoded once, journaled and published) and plans the write. A
+        customer whose records were all decided before (replayed from the journal) has no write:
+        its state as read goes to ``changes``, since the transaction that carried it to the state
+        changelog is the one that did not commit."""
         blob = reading.states.get(cid)
         old = decode_state(blob)
         state = old
         journal: dict[PartitionKey, list[bytes]] = {}
+        replayed = False
         for i in indexes:
             source = sources[i]
             entry = reading.journal.get((source.topic, source.partition, source.offset))
             if entry is not None:  # replay: decided before, re-emit the same
+                replayed = True
                 decisions[i], record = decode_journal(entry, self._codecs.decode_attributed)
                 if record is not None:
                     records[i] = record
@@ -311,7 +331,10 @@ class BatchProcessor:
             journal.setdefault((source.topic, source.partition), []).append(
                 frame_journal(source.offset, encode_journal(decision, record))
             )
-        return plan_write(cid, blob, old, state, {p: b"".join(e) for p, e in journal.items()})
+        write = plan_write(cid, blob, old, state, {p: b"".join(e) for p, e in journal.items()})
+        if write is None and replayed:
+            changes[cid] = blob  # replayed: see above (None: a tombstone, harmless if there was nothing)
+        return write
 
     def _output(
         self, source: SourceRecord, outcome: Decision | Invalid, now_ms: int, record: bytes | None

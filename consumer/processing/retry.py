@@ -3,28 +3,58 @@
 Redis unreachable or restarting (LOADING), MISCONF or OOM, a read-only replica, a schema registry
 that does not answer (OSError), or a customer's state changing under us for too long
 (ConflictError): the step is tried again with backoff (0.2 s .. 5 s), readiness says why, and a
-SIGTERM gives the batch up after a few tries (it is rewound: nothing of it was published).
+SIGTERM gives the batch up after a few tries (it is rewound: nothing of it was published). So is
+a write that fewer replicas than LEADS_REDIS_MIN_REPLICAS acknowledged (ReplicasBehind: the batch
+is not committed until they have it), and one refused because Redis holds less than was committed
+(StateLost: consumer/state/recovery.py judges, reports and restores, and the batch waits).
+A write refused because the batch's partitions went to another instance (Fenced) is not retried:
+the run loop drops the batch.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import redis
+from confluent_kafka import KafkaException
 
 from consumer import metrics
 from consumer.delivery.offsets import BACKOFF_MAX_S, BACKOFF_START_S, OffsetKeeper
 from consumer.delivery.protocol import Processed
 from consumer.health import Health
+from consumer.logs import fields
 from consumer.model import SourceRecord
 from consumer.processing.batch import AlreadyCommitted, BatchProcessor, ConflictError, Started
+from consumer.state.store import Fenced, ReplicasBehind, StateLost
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
-_RETRIED = (redis.RedisError, ConflictError, OSError)
+_RETRIED = (redis.RedisError, ConflictError, OSError, ReplicasBehind, StateLost)
+
+
+class Recovering(Protocol):
+    def refused(self, error: StateLost) -> None: ...
+
+
+def report(health: Health, recovery: Recovering, error: Exception) -> None:
+    """A failed Redis step, into readiness (and into the recovery of state, when it was refused)."""
+    if isinstance(error, StateLost):
+        health.report_redis(True)  # Redis answered; what it holds is the problem
+        try:
+            recovery.refused(error)
+        except (redis.RedisError, KafkaException, TimeoutError) as failure:  # judged again next try
+            health.report_redis(False, failure)
+        return
+    metrics.REDIS_ERRORS.inc()
+    if isinstance(error, ReplicasBehind):
+        health.report_redis(False, error, "redis replicas behind")
+    else:
+        health.report_redis(False, error)
 
 
 @dataclass(slots=True)
@@ -52,7 +82,9 @@ class Retrying:
         health: Health,
         stopping: Callable[[], float],
         shutdown_timeout_s: float,
+        recovery: Recovering,
     ) -> None:
+        self.recovery = recovery
         self.processor = processor
         self.offsets = offsets
         self.health = health
@@ -99,24 +131,37 @@ class Retrying:
             result = self.processor.finish(written.batch)
             self.health.report_redis(True)
             return Processed(written.sources, result, written.started)
+        except Fenced as fenced:
+            log.warning(
+                "batch dropped: its partitions were assigned to another instance",
+                extra=fields(error=str(fenced)),
+            )
+            self.offsets.rewind(written.sources)
+            return None
         except _RETRIED as error:
-            metrics.REDIS_ERRORS.inc()
-            self.health.report_redis(False, error)
+            report(self.health, self.recovery, error)
         # Whether the write was applied is unknown: the batch is processed again from the start;
         # if it was, the journal repeats its decisions.
         return self.whole(written.sources, written.started)
 
     def _until_done(self, step: Callable[[], T]) -> T | None:
-        """step() until it succeeds, with backoff; None when a stop comes first."""
+        """step() until it succeeds, with backoff; None when a stop comes first, or when the write
+        was fenced (the batch's partitions belong to another instance: it is dropped, rewound, and
+        the rebalance that took them arrives with the next poll)."""
         backoff = BACKOFF_START_S
         while True:
             try:
                 result = step()
                 self.health.report_redis(True)
                 return result
+            except Fenced as fenced:
+                log.warning(
+                    "batch dropped: its partitions were assigned to another instance",
+                    extra=fields(error=str(fenced)),
+                )
+                return None
             except _RETRIED as error:
-                metrics.REDIS_ERRORS.inc()
-                self.health.report_redis(False, error)
+                report(self.health, self.recovery, error)
             stopping = self.stopping()
             overdue = bool(stopping) and time.monotonic() - stopping > self.shutdown_timeout_s
             if overdue or (stopping and backoff >= BACKOFF_MAX_S):

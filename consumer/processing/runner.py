@@ -82,12 +82,13 @@ from consumer.processing.batch import (
     source_records,
 )
 from consumer.processing.progress import PartitionProgress
-from consumer.processing.retry import Retrying, Written
+from consumer.processing.retry import Recovering, Retrying, Written
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.processing.timers import Timers
 from consumer.processing.watchdog import KafkaWatch
 from consumer.reasons import RebalanceEvent
-from consumer.state.store import StateStore
+from consumer.state.recovery import Recovery
+from consumer.state.store import StateLost, StateStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,6 +117,7 @@ class Runner:
         overlap_commits: bool = True,
         overlap_min_records: int | None = None,
         idle_lag_ms: int = 2000,
+        recovery: Recovering | None = None,
     ) -> None:
         self.watch = KafkaWatch(health, input_topic)
         self.consumer = make_consumer({"error_cb": self.watch.on_error, "stats_cb": self.watch.on_stats})
@@ -148,8 +150,9 @@ class Runner:
         self.delivery = Delivery(
             self.consumer, committer, store, self.offsets, health, self.watch, self.progress
         )
+        self.recovery = recovery or _NoRecovery()
         self.steps = Retrying(
-            processor, self.offsets, health, lambda: self.stop_requested, shutdown_timeout_s
+            processor, self.offsets, health, lambda: self.stop_requested, shutdown_timeout_s, self.recovery
         )
         self.timers = Timers(
             sweeper,
@@ -162,6 +165,7 @@ class Runner:
             marks=lambda: self.progress.marks(self.consumer),
             input_partitions=self._input_partitions,
             idle_lag_ms=idle_lag_ms,
+            recovery=self.recovery,
         )
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -176,7 +180,22 @@ class Runner:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
 
+    def _check_state(self) -> None:
+        """Before anything is decided: does Redis hold everything the group committed?
+        (consumer/state/recovery.py). Not knowing yet (Kafka away) is left to the guards of the
+        first writes, which require the committed offsets learnt at assignment."""
+        try:
+            if self.offsets.topic_id is not None:
+                self.store.identify_topic(self.input_topic, self.offsets.topic_id(self.input_topic))
+            if isinstance(self.recovery, Recovery):
+                self.recovery.check()
+        except (KafkaException, TimeoutError, redis.RedisError) as error:
+            log.warning(
+                "state not checked against the committed offsets at start-up", extra=fields(error=str(error))
+            )
+
     def run(self) -> int:
+        self._check_state()
         self.consumer.subscribe(
             [self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -228,6 +247,17 @@ class Runner:
         except redis.RedisError:
             log.warning("could not send the committed-offset floor and journal clean-ups at exit")
 
+    def committed_everywhere(self) -> dict[tuple[str, int], int]:
+        """The group's committed offset of every input partition, from Kafka (a read_committed
+        consumer's committed() waits for offsets still pending in a transaction)."""
+        partitions = [TopicPartition(t, p) for t, p in self._input_partitions()]
+        with self.watch.call():
+            answer = self.consumer.committed(partitions, timeout=10)
+        failed = [tp for tp in answer if tp.error is not None]
+        if failed:
+            raise KafkaException(failed[0].error)
+        return {(tp.topic, tp.partition): tp.offset for tp in answer}
+
     def _input_partitions(self) -> list[tuple[str, int]]:
         """Every partition of the input topic, from the cluster's metadata."""
         metadata = self.consumer.list_topics(self.input_topic, timeout=5).topics[self.input_topic]
@@ -255,7 +285,12 @@ class Runner:
             consumer.assign(starts)
         except KafkaException:
             consumer.incremental_assign(starts)  # a cooperative assignor was configured
-        self.progress.assigned((tp.topic, tp.partition) for tp in starts)
+        keys = [(tp.topic, tp.partition) for tp in starts]
+        self.progress.assigned(keys)
+        # Fencing: whoever held these partitions before can no longer write for them. And every
+        # write from now on requires the state Redis holds of them to reach their committed offsets.
+        self.store.claim_partitions(keys)
+        self.store.note_progress({(tp.topic, tp.partition): tp.offset for tp in starts if tp.offset >= 0})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Called inside consume(), so no commit is in flight; the batch held is committed now,
@@ -372,6 +407,13 @@ class Runner:
             return True
         held = self.steps.complete(written)
         return held is not None and self.delivery.conclude(held, self.delivery.commit(held))
+
+
+class _NoRecovery:
+    """Without a recovery (the run-loop tests): a refused write is only retried."""
+
+    def refused(self, error: StateLost) -> None:
+        log.warning("state refused", extra=fields(detail=str(error)))
 
 
 def _drain(batch: Started) -> None:

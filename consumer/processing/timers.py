@@ -21,10 +21,11 @@ from consumer.avro.outputs import OutputCodecs
 from consumer.delivery.committer import CommitFailed, Committer
 from consumer.health import Health
 from consumer.logs import fields
+from consumer.processing.retry import Recovering, report
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.processing.watchdog import KafkaWatch
 from consumer.state.customer import PartitionKey
-from consumer.state.store import PartitionMark, StateStore
+from consumer.state.store import PartitionMark, ReplicasBehind, StateLost, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class Timers:
         marks: Callable[[], dict[PartitionKey, PartitionMark]],
         input_partitions: Callable[[], Sequence[PartitionKey]],
         idle_lag_ms: int,
+        recovery: Recovering,
     ) -> None:
+        self.recovery = recovery
         self.marks = marks
         self.input_partitions = input_partitions
         self.idle_lag_ms = idle_lag_ms
@@ -119,9 +122,8 @@ class Timers:
                 log.info("expired leads reported", extra=fields(count=len(claimed.leads)))
             self.health.report_redis(True)
             return claimed.more
-        except redis.RedisError as error:
-            metrics.REDIS_ERRORS.inc()
-            self.health.report_redis(False, error)
+        except (redis.RedisError, ReplicasBehind, StateLost) as error:
+            report(self.health, self.recovery, error)
         except CommitFailed as failure:
             log.warning(
                 "unlinked records not published; the lease will lapse and retry",

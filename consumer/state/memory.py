@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from consumer.state.customer import PartitionKey, Write
 from consumer.state.keys import wake_second
-from consumer.state.store import Due, PartitionMark, Reading, Wake, parse_journal
+from consumer.state.store import Due, Fenced, PartitionMark, Reading, StateLost, Wake, parse_journal
 
 
 class InMemoryStore:
@@ -19,6 +19,10 @@ class InMemoryStore:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.marks: dict[PartitionKey, int] = {}
+        self.stored_progress: dict[PartitionKey, int] = {}
+        self.owners: dict[PartitionKey, int] = {}
+        self._floors: dict[PartitionKey, int] = {}
+        self._tokens: dict[PartitionKey, int] = {}
         self.states: dict[str, bytes] = {}
         self.journals: dict[PartitionKey, dict[bytes, bytes]] = {}
         self.wakes: dict[int, list[str]] = {}  # second -> cids, as the wake lists in Redis
@@ -32,6 +36,7 @@ class InMemoryStore:
     def read(self, cids: Collection[str], journal_from: Mapping[PartitionKey, int]) -> Reading:
         self.round_trips += 1
         reading = Reading({cid: self.states.get(cid) for cid in cids}, now_ms=self._now_ms())
+        self._observe()
         for partition, first_offset in journal_from.items():
             covered = min(first_offset, self.committed.get(partition, -1))
             entries, stale = parse_journal(partition, self.journals.get(partition, {}), first_offset, covered)
@@ -46,19 +51,77 @@ class InMemoryStore:
     ) -> list[bool]:
         if not writes:
             return []
+        return self._write(writes, journal_fields, {})
+
+    def _write(
+        self,
+        writes: Sequence[Write],
+        journal_fields: Mapping[PartitionKey, str] | None,
+        progress: Mapping[PartitionKey, int],
+    ) -> list[bool]:
+        """As apply.lua: the guards first (nothing is written unless all hold), then the writes,
+        then the batch's progress raised."""
+        for partition in {*self._floors, *progress}:
+            have = self.stored_progress.get(partition, -1)
+            least = self._floors.get(partition, -1)
+            if least >= 0 and have < least:
+                raise StateLost(f"{partition} {have} {least}")
+            if (
+                partition in progress
+                and self._tokens.get(partition, 0)
+                and self.owners.get(partition, 0) != self._tokens[partition]
+            ):
+                raise Fenced(f"the partition {partition} was assigned to another instance")
         self.round_trips += 1
         fragments: dict[PartitionKey, list[bytes]] = {}
         applied = [self._apply(w, fragments) for w in writes]
         for partition, parts in fragments.items():
             assert journal_fields is not None, "journal entries need a field to go to"
             self.journals.setdefault(partition, {})[journal_fields[partition].encode()] = b"".join(parts)
+        for partition, offset in progress.items():
+            self.stored_progress[partition] = max(offset, self.stored_progress.get(partition, -1))
         return applied
 
     def send_write(
-        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
+        self,
+        writes: Sequence[Write],
+        journal_fields: Mapping[PartitionKey, str],
+        progress: Mapping[PartitionKey, int] | None = None,
     ) -> Callable[[], list[bool]]:
-        applied = self.write(writes, journal_fields)  # at once: nothing else runs until the reply is read
+        # At once (nothing else runs until the reply is read); a refusal is raised by the reply.
+        try:
+            applied = self._write(writes, journal_fields, progress or {}) if writes or progress else []
+        except (StateLost, Fenced) as error:
+            refusal = error
+
+            def refused() -> list[bool]:
+                raise refusal
+
+            return refused
         return lambda: applied
+
+    def note_progress(self, known: Mapping[PartitionKey, int]) -> None:
+        for partition, offset in known.items():
+            self._floors[partition] = max(offset, self._floors.get(partition, offset))
+
+    def _observe(self) -> None:
+        for partition, offset in self.stored_progress.items():
+            if offset > self._floors.get(partition, -1):
+                self._floors[partition] = offset
+
+    def claim_partitions(self, partitions: Sequence[PartitionKey]) -> None:
+        for partition in partitions:
+            self.owners[partition] = self.owners.get(partition, 0) + 1
+            self._tokens[partition] = self.owners[partition]  # at once: nothing here can be away
+
+    def reclaim(self) -> None:
+        self.claim_partitions(list(self._tokens))
+
+    def progress(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        return {p: self.stored_progress[p] for p in partitions if p in self.stored_progress}
+
+    def trust_progress(self) -> None:
+        self._floors = dict(self.stored_progress)
 
     def _apply(self, w: Write, fragments: dict[PartitionKey, list[bytes]]) -> bool:
         if self.states.get(w.cid) != w.old_blob:
@@ -112,6 +175,7 @@ class InMemoryStore:
 
     def due(self, limit: int, partitions: Sequence[PartitionKey]) -> Due:
         self.round_trips += 1
+        self._observe()
         now_ms = self._now_ms()
         if not partitions or any(p not in self.marks for p in partitions):
             return Due([], None, now_ms)

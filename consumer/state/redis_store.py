@@ -25,28 +25,72 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError
+from redis.connection import SSLConnection, parse_url
+from redis.sentinel import Sentinel
 
 from consumer.state.command import apply_command, wake_numbers
 from consumer.state.customer import PartitionKey, Write
 from consumer.state.keys import floor_member, legacy_member_cid, state_key
+from consumer.state.scripts import Script, applied_or_refused, script_text
 from consumer.state.store import LEGACY, Due, PartitionMark, Reading, Wake, nothing_applied, parse_journal
+
+# Short timeouts: an unreachable Redis must surface as an error the run loop can back off on, not as
+# a consumer hung past max.poll.interval.ms.
+_TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 3}
+
+
+def connect(url: str, sentinels: str | None = None, master: str | None = None) -> redis.Redis:
+    """A client of ``url``; with ``sentinels`` ("host:port,..."), of the primary that Sentinel
+    names ``master``, followed across failovers: a connection to a primary that went away, or was
+    demoted (READONLY), is dropped and the next one asks Sentinel again. Credentials, TLS and the
+    database come from ``url`` either way; Sentinel itself is reached over TLS when ``url`` is."""
+    if not sentinels:
+        return redis.Redis.from_url(url, health_check_interval=30, **_TIMEOUTS)
+    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    options.pop("host", None)
+    options.pop("port", None)
+    tls = options.pop("connection_class", None) is SSLConnection
+    tls_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
+    addresses = [
+        (host, int(port)) for host, port in (part.strip().rsplit(":", 1) for part in sentinels.split(","))
+    ]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        addresses, sentinel_kwargs={**_TIMEOUTS, **({"ssl": True, **tls_options} if tls else {})}
+    )
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        master or "", ssl=tls, health_check_interval=30, **_TIMEOUTS, **options
+    )
+    return client
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis, prefix: str, journal_ttl_ms: int, group: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        journal_ttl_ms: int,
+        group: str,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 2_000,
+    ) -> None:
         self._r = client
+        # The replication barrier: a batch's write counts once this many replicas have it (WAIT).
+        self._min_replicas = min_replicas
+        self._replica_timeout_ms = replica_timeout_ms
+        self._floors: dict[str, int] = {}  # member -> the least progress a write requires
+        self._tokens: dict[str, str] = {}  # member -> this instance's fencing token
+        self._unclaimed: set[PartitionKey] = set()  # assigned, token not taken yet
         self._prefix = prefix
         self._journal_ttl_ms = journal_ttl_ms
-        self._apply = _Script(client, "apply.lua")
-        self._committed_script = _script_text("committed.lua")
-        self._due_script = _script_text("wake_due.lua")
-        self._ack_script = _script_text("wake_ack.lua")
-        self._marks_script = _script_text("watermark.lua")
+        self._apply = Script(client, "apply.lua")
+        self._committed_script = script_text("committed.lua")
+        self._due_script = script_text("wake_due.lua")
+        self._ack_script = script_text("wake_ack.lua")
+        self._marks_script = script_text("watermark.lua")
+        self._claim_script = script_text("claim.lua")
         self._queued_floor: dict[str, int] = {}
         self._topic_ids: dict[str, str] = {}
         self._queued_forget: dict[PartitionKey, list[str]] = {}
@@ -60,15 +104,23 @@ class RedisStore:
         self.held_key = f"{prefix}:held"
         self.committed_key = f"{prefix}:committed:{group}"
         self.marks_key = f"{prefix}:marks:{group}"
+        self.progress_key = f"{prefix}:progress:{group}"
+        self.owners_key = f"{prefix}:owners:{group}"
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, journal_ttl_ms: int, group: str) -> RedisStore:
-        # Short timeouts: an unreachable Redis must surface as an error the run loop can back off on,
-        # not as a consumer hung past max.poll.interval.ms.
-        client = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
-        )
-        return cls(client, prefix, journal_ttl_ms, group)
+    def from_url(
+        cls,
+        url: str,
+        prefix: str,
+        journal_ttl_ms: int,
+        group: str,
+        sentinels: str | None = None,
+        sentinel_master: str | None = None,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 2_000,
+    ) -> RedisStore:
+        client = connect(url, sentinels, sentinel_master)
+        return cls(client, prefix, journal_ttl_ms, group, min_replicas, replica_timeout_ms)
 
     def state_key(self, cid: str) -> str:
         return state_key(self._prefix, cid)
@@ -94,8 +146,10 @@ class RedisStore:
             pipe.hgetall(self.journal_key(partition))
         if journal_from:
             pipe.zmscore(self.committed_key, [self._member(p) for p in journal_from])
-        clock, *replies = pipe.execute()[queued:]
+        pipe.hgetall(self.progress_key)
+        clock, *replies, stored = pipe.execute()[queued:]
         self._sent()
+        self._observe(stored)
         now_ms = clock[0] * 1000 + clock[1] // 1000
         reading = Reading(dict(zip(names, replies[0] or (), strict=True)) if names else {}, now_ms=now_ms)
         if journal_from:
@@ -117,33 +171,109 @@ class RedisStore:
     ) -> list[bool]:
         if not writes:
             return []
-        return _applied(self._apply(self._write_command(writes, journal_fields or {})))
+        return applied_or_refused(
+            self._apply.send(self._write_command(writes, journal_fields or {}, {}), self._barrier())
+        )
 
     def send_write(
-        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
+        self,
+        writes: Sequence[Write],
+        journal_fields: Mapping[PartitionKey, str],
+        progress: Mapping[PartitionKey, int] | None = None,
     ) -> Callable[[], list[bool]]:
-        if not writes:
+        if not writes and not progress:
             return nothing_applied
-        reply = self._apply.send(self._write_command(writes, journal_fields))
-        return lambda: _applied(reply())
+        self._claim(list(progress or ()))
+        reply = self._apply.send(self._write_command(writes, journal_fields, progress or {}), self._barrier())
+        return lambda: applied_or_refused(reply)
+
+    def _barrier(self) -> tuple[int, int] | None:
+        return (self._min_replicas, self._replica_timeout_ms) if self._min_replicas else None
 
     def _write_command(
-        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
+        self,
+        writes: Sequence[Write],
+        journal_fields: Mapping[PartitionKey, str],
+        progress: Mapping[PartitionKey, int],
     ) -> Callable[[str], bytes]:
         """apply.lua's command for ``writes``, packed once the script's sha is known (compiled:
-        consumer/state/command.py)."""
+        consumer/state/command.py). Its guards: the least progress of every partition known, and
+        the fencing token of the batch's own partitions."""
         partitions = list(journal_fields)
         number = {partition: n for n, partition in enumerate(partitions, 1)}
         seconds = wake_numbers(writes)
-        keys: list[str] = [self.wake_key, self.pending_key, self.held_key]
+        keys: list[str] = [self.wake_key, self.pending_key, self.held_key, self.progress_key, self.owners_key]
         keys += [self.journal_key(p) for p in partitions]
         keys += [self.wake_list_key(second) for second in seconds]
-        args: list[str | int] = [len(writes), len(partitions), len(seconds)]
-        args.append(self._journal_ttl_ms)
+        raised = {self._member(p): offset for p, offset in progress.items()}
+        members = [*self._floors, *(m for m in raised if m not in self._floors)]
+        args: list[str | int] = [
+            len(writes),
+            len(partitions),
+            len(seconds),
+            self._journal_ttl_ms,
+            len(members),
+        ]
+        for member in members:
+            token = self._tokens.get(member, "") if member in raised else ""
+            args += [member, self._floors.get(member, -1), raised.get(member, -1), token]
         args += [journal_fields[p] for p in partitions]
         args += list(seconds)
         prefix = self._prefix
         return lambda sha: apply_command(sha, keys, args, prefix, writes, number, seconds)
+
+    def note_progress(self, known: Mapping[PartitionKey, int]) -> None:
+        for partition, offset in known.items():
+            member = self._member(partition)
+            self._floors[member] = max(offset, self._floors.get(member, offset))
+
+    def _observe(self, stored: Mapping[bytes, bytes]) -> None:
+        """Progress as read: a later write requires at least that much (Redis must not go back)."""
+        floors = self._floors
+        for raw, value in stored.items():
+            member, offset = raw.decode(), int(value)
+            if offset > floors.get(member, -1):
+                floors[member] = offset
+
+    def claim_partitions(self, partitions: Sequence[PartitionKey]) -> None:
+        """Taken with the partitions' first write (see _claim): Redis may be away right now."""
+        for partition in partitions:
+            self._unclaimed.add(partition)
+            self._tokens.pop(self._member(partition), None)
+
+    def _claim(self, partitions: Sequence[PartitionKey]) -> None:
+        """The fencing tokens of those of ``partitions`` not taken yet (HINCRBY: the holder's before
+        is refused from now on)."""
+        wanted = [p for p in partitions if p in self._unclaimed]
+        if not wanted:
+            return
+        members = [self._member(p) for p in wanted]
+        token = self._r.eval(self._claim_script, 1, self.owners_key, *members)
+        for partition, member in zip(wanted, members, strict=True):
+            self._tokens[member] = token.decode() if isinstance(token, bytes) else str(token)
+            self._unclaimed.discard(partition)
+
+    def reclaim(self) -> None:
+        """Take every partition again with the next write (after a restore, or an owners hash
+        lost): new tokens, which also fence whoever held the old ones."""
+        for member in list(self._tokens):
+            self._unclaimed.update(p for p in self._partitions_of(member))
+        self._tokens = {}
+
+    def _partitions_of(self, member: str) -> list[PartitionKey]:
+        topic_partition = member.rsplit("@", 1)[0]
+        topic, partition = topic_partition.rsplit(":", 1)
+        return [(topic, int(partition))]
+
+    def progress(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        if not partitions:
+            return {}
+        stored = self._r.hmget(self.progress_key, [self._member(p) for p in partitions])
+        return {p: int(v) for p, v in zip(partitions, stored, strict=True) if v is not None}
+
+    def trust_progress(self) -> None:
+        stored: dict[bytes, bytes] = self._r.hgetall(self.progress_key)  # type: ignore[assignment]
+        self._floors = {member.decode(): int(offset) for member, offset in stored.items()}
 
     def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None:
         """Queue deletion of committed journal fields; they ride along with the next command."""
@@ -211,6 +341,20 @@ class RedisStore:
     def _member(self, partition: PartitionKey) -> str:
         return floor_member(partition, self._topic_ids.get(partition[0], ""))
 
+    member = _member  # "<topic>:<partition>@<topic id>", as the progress, marks and floor name it
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._r
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def forget_floors(self) -> None:
+        """No write requires any progress any more (a restore is about to set it)."""
+        self._floors = {}
+
     def committed_floor(self) -> dict[str, int]:
         """The floor as stored, "<topic>:<partition>@<topic id>" -> offset (for the operator command)."""
         self._read_floor_replies()
@@ -269,8 +413,10 @@ class RedisStore:
         members = [self._member(p) for p in partitions]
         # EVAL (see _queued_into); the script names the wake lists from the prefix it is given.
         pipe.eval(self._due_script, len(keys), *keys, limit, f"{self.wake_key}:", *members)
-        reply = pipe.execute()[-1]
+        pipe.hgetall(self.progress_key)
+        reply, stored = pipe.execute()[-2:]
         self._sent()
+        self._observe(stored)
         watermark, now_ms, rest = int(reply[0]), int(reply[1]), reply[2:]
         wakes: list[Wake] = []
         for second, header, entries in zip(rest[::3], rest[1::3], rest[2::3], strict=True):
@@ -304,61 +450,3 @@ class RedisStore:
         if self._queued_into(pipe):
             pipe.execute()
             self._sent()
-
-
-def _applied(reply: list[int]) -> list[bool]:
-    return [r == 1 for r in reply]
-
-
-def _script_text(name: str) -> str:
-    return resources.files("consumer.state").joinpath("lua", name).read_text()
-
-
-class _Script:
-    """EVALSHA with a reload when Redis has forgotten the script (after a restart).
-
-    The command is packed in one pass (consumer/state/command.py, compiled) and sent on a pooled
-    connection directly: a batch's write carries ~10 arguments per customer, and both redis-py's
-    packing (a Python generator over them) and hiredis's generic one cost more than the rest of
-    the write (docs/performance.md). No client-side retry either: the run loop decides what a
-    failed write means (the journal makes a repeated batch publish the same)."""
-
-    def __init__(self, client: redis.Redis, name: str) -> None:
-        self._r = client
-        self._text = _script_text(name)
-        self._sha = ""
-
-    def __call__(self, command: Callable[[str], bytes]) -> Any:
-        return self.send(command)()
-
-    def send(self, command: Callable[[str], bytes]) -> Callable[[], Any]:
-        """The EVALSHA ``command`` packs for the script's sha, sent on a connection of its own;
-        the returned call reads the reply (once). Redis runs commands of one connection in order,
-        and the caller reads this reply before sending anything that depends on it, so nothing
-        reads what this script has not written."""
-        if not self._sha:
-            self._sha = str(self._r.script_load(self._text))
-        packed = command(self._sha)
-        pool = self._r.connection_pool
-        connection: Any = pool.get_connection()  # redis-py leaves Connection untyped
-        try:
-            connection.send_packed_command([packed])
-        except BaseException:
-            connection.disconnect()  # a half-sent command must not precede the next one
-            pool.release(connection)
-            raise
-
-        def reply() -> Any:
-            try:
-                return connection.read_response()
-            except NoScriptError:
-                # Nothing ran: EVALSHA failed before executing, so sending it again is safe.
-                self._sha = ""
-                return self(command)
-            except BaseException:
-                connection.disconnect()  # its reply may still be on the way: never reuse it
-                raise
-            finally:
-                pool.release(connection)
-
-        return reply

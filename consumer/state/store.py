@@ -28,6 +28,25 @@ class Reading:
     now_ms: int = 0
 
 
+class StateLost(Exception):
+    """Redis holds less than was committed: an input partition's progress there is below what this
+    instance knows was committed or has seen (a failover to a stale replica, a lost AOF tail, a
+    flush, an old backup). Nothing was written. consumer/state/recovery.py decides."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"state behind what was committed: {detail}")
+
+
+class Fenced(Exception):
+    """A partition of the write was assigned to another instance since this one took it: the
+    write of a zombie, refused. Nothing was written."""
+
+
+class ReplicasBehind(Exception):
+    """The write is on the primary but fewer replicas than LEADS_REDIS_MIN_REPLICAS acknowledged it
+    in time: the batch must not be committed yet."""
+
+
 # A partition's mark for the watermark: (the newest arrival time committed from it, -1 for none;
 # whether its owner has consumed it to the end).
 PartitionMark = tuple[int, bool]
@@ -74,10 +93,39 @@ class StateStore(Protocol):
         ...
 
     def send_write(
-        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str]
+        self,
+        writes: Sequence[Write],
+        journal_fields: Mapping[PartitionKey, str],
+        progress: Mapping[PartitionKey, int] | None = None,
     ) -> Callable[[], list[bool]]:
-        """write() without waiting: the returned call waits for the outcome, and must be made
-        before anything else reads these customers' states (it is, on one connection, in order)."""
+        """write() of a batch, without waiting: the returned call waits for the outcome, and must be
+        made before anything else reads these customers' states (it is, on one connection, in
+        order). ``progress``: the batch's partitions and the offset after its last record, raised
+        with the writes; the write is sent even when there are none, and guarded (see guards).
+        Raises (from the returned call) StateLost, Fenced or ReplicasBehind."""
+        ...
+
+    def note_progress(self, known: Mapping[PartitionKey, int]) -> None:
+        """Offsets this instance knows were committed (asked of Kafka): every later write requires
+        at least this progress in Redis, or it is refused with StateLost."""
+        ...
+
+    def claim_partitions(self, partitions: Sequence[PartitionKey]) -> None:
+        """Take the partitions for this instance (at assignment): a write for them by whoever held
+        them before is refused from now on (Fenced)."""
+        ...
+
+    def progress(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        """The progress of these partitions as stored, where there is one."""
+        ...
+
+    def reclaim(self) -> None:
+        """Take this instance's partitions again, with new fencing tokens, at the next write."""
+        ...
+
+    def trust_progress(self) -> None:
+        """The progress as stored now is the floor for later writes (after a check against Kafka
+        found nothing lost, or a restore)."""
         ...
 
     def forget_journal(self, fields: Mapping[PartitionKey, Sequence[str]]) -> None: ...

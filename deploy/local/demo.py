@@ -19,7 +19,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from harness.kafka import KAFKA_PORT, REDIS_PORT, create_topics, read_topic  # noqa: E402
+from harness.kafka import KAFKA_PORT, REDIS_PORT, Topics, create_topics, read_topic  # noqa: E402
 from harness.services import LocalServices  # noqa: E402
 
 SAMPLES = REPO / "deploy" / "local" / "sample-leads.jsonl"
@@ -47,31 +47,18 @@ def main() -> int:
         )
     services.up()
     run_id = uuid.uuid4().hex[:6]
+    topics = Topics(f"demo-{run_id}", f"demo-{run_id}", f"demo-{run_id}")
     env = {
         **os.environ,
         "LEADS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
         "LEADS_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
-        "LEADS_INPUT_TOPIC": f"demo-{run_id}.raw",
-        "LEADS_ATTRIBUTED_TOPIC": f"demo-{run_id}.attributed",
-        "LEADS_UNLINKED_TOPIC": f"demo-{run_id}.unlinked",
-        "LEADS_DEAD_LETTER_TOPIC": f"demo-{run_id}.dead-letter",
-        "LEADS_CONSUMER_GROUP": f"demo-{run_id}",
-        "LEADS_REDIS_PREFIX": f"demo-{run_id}",
+        **topics.env(),
         "LEADS_PENDING_TTL_SECONDS": str(PENDING_TTL_S),
         "LEADS_ORPHAN_GRACE_SECONDS": "5",
         "LEADS_METRICS_PORT": "0",
         "LEADS_LOG_LEVEL": "INFO",
     }
-    topics = [
-        env[k]
-        for k in (
-            "LEADS_INPUT_TOPIC",
-            "LEADS_ATTRIBUTED_TOPIC",
-            "LEADS_UNLINKED_TOPIC",
-            "LEADS_DEAD_LETTER_TOPIC",
-        )
-    ]
-    create_topics(topics, bootstrap=env["LEADS_KAFKA_BOOTSTRAP_SERVERS"])
+    create_topics(topics.all(), bootstrap=env["LEADS_KAFKA_BOOTSTRAP_SERVERS"], configs=topics.configs())
     leadattr = str(Path(sys.executable).with_name("leadattr"))
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / f"demo-{run_id}.log"

@@ -239,7 +239,7 @@ class Run:
             {self.topics.input: INPUT_PARTITIONS, **dict.fromkeys(self.topics.outputs(), OUTPUT_PARTITIONS)},
             bootstrap=self.services.bootstrap,
             # The records' timestamps are the broker's, as the README recommends: arrival time.
-            configs={self.topics.input: {"message.timestamp.type": "LogAppendTime"}},
+            configs={**self.topics.configs(), self.topics.input: {"message.timestamp.type": "LogAppendTime"}},
         )
         try:
             scenario(self)

@@ -26,7 +26,7 @@ def services() -> Iterator[None]:
 @pytest.fixture
 def topics(services: None) -> Topics:
     fresh = Topics.fresh()
-    create_topics(fresh.all())
+    create_topics(fresh.all(), configs=fresh.configs())
     return fresh
 
 

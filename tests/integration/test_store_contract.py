@@ -14,7 +14,7 @@ from consumer.state.codec import frame_journal
 from consumer.state.customer import Write
 from consumer.state.memory import InMemoryStore
 from consumer.state.redis_store import RedisStore
-from consumer.state.store import LEGACY, StateStore, Wake
+from consumer.state.store import LEGACY, Fenced, ReplicasBehind, StateLost, StateStore, Wake
 from harness.kafka import REDIS_URL
 
 
@@ -357,3 +357,79 @@ def test_script_is_reloaded_after_redis_forgets_it(services: None) -> None:
     assert store.send_write([Write("c6", b"b", b"c")], {})() == [True]  # the same when sent ahead
     assert store.read(["c6"], {}).states == {"c6": b"c"}
     client.delete(store.state_key("c6"))
+
+
+def test_a_write_raises_its_partitions_progress_and_never_lowers_it(store: StateStore) -> None:
+    reply = store.send_write([Write("p1", None, b"v")], {P0: "1:t.0"}, {P0: 12, P1: 4})
+    assert reply() == [True]
+    assert store.progress([P0, P1]) == {P0: 12, P1: 4}
+    store.send_write([], {}, {P0: 7})()  # a replay of an earlier batch: progress stays
+    assert store.progress([P0]) == {P0: 12}
+
+
+def test_a_write_is_refused_when_redis_holds_less_than_was_committed(store: StateStore) -> None:
+    store.send_write([], {}, {P0: 10})()
+    store.note_progress({P0: 10})  # Kafka says offsets up to 10 were committed
+    assert store.write([Write("g1", None, b"v")]) == [True]
+    store.note_progress({P0: 25})  # committed further on, but Redis never got those writes
+    with pytest.raises(StateLost):
+        store.write([Write("g2", None, b"v")])
+    with pytest.raises(StateLost):
+        store.send_write([Write("g2", None, b"v")], {P0: "30:t.0"}, {P0: 31})()
+    assert store.read(["g2"], {}).states == {"g2": None}  # nothing written
+    store.trust_progress()  # e.g. after a restore set the progress: what is stored counts now
+    assert store.write([Write("g2", None, b"v")]) == [True]
+
+
+def test_a_write_requires_the_progress_it_has_read(store: StateStore) -> None:
+    """Redis going back in time (a failover to a stale replica) is refused even for partitions
+    whose committed offsets this instance never asked: it has read the higher progress."""
+    store.send_write([], {}, {P1: 40})()
+    store.read(["x"], {})  # reads the progress too
+    _set_progress(store, P1, 20)  # the stale replica
+    with pytest.raises(StateLost):
+        store.write([Write("x", None, b"v")])
+
+
+def test_a_write_for_partitions_taken_over_is_fenced(store: StateStore) -> None:
+    store.claim_partitions([P0])
+    assert store.send_write([Write("f1", None, b"v")], {P0: "3:t.0"}, {P0: 4})() == [True]
+    _claim_elsewhere(store, P0)  # another instance was assigned P0
+    with pytest.raises(Fenced):
+        store.send_write([Write("f2", None, b"v")], {P0: "5:t.0"}, {P0: 6})()
+    assert store.read(["f2"], {}).states == {"f2": None}
+    store.claim_partitions([P0])  # assigned back: this instance's writes count again
+    assert store.send_write([Write("f2", None, b"v")], {P0: "5:t.0"}, {P0: 6})() == [True]
+
+
+def _set_progress(store: StateStore, partition: tuple[str, int], offset: int) -> None:
+    if isinstance(store, InMemoryStore):
+        store.stored_progress[partition] = offset
+    else:
+        assert isinstance(store, RedisStore)
+        store.client.hset(store.progress_key, store.member(partition), offset)
+
+
+def _claim_elsewhere(store: StateStore, partition: tuple[str, int]) -> None:
+    if isinstance(store, InMemoryStore):
+        store.owners[partition] = store.owners.get(partition, 0) + 1
+    else:
+        assert isinstance(store, RedisStore)
+        store.client.hincrby(store.owners_key, store.member(partition), 1)
+
+
+def test_the_replication_barrier_refuses_a_write_no_replica_has(services: None) -> None:
+    """LEADS_REDIS_MIN_REPLICAS=1 against a Redis with no replica: WAIT answers 0, the write is on
+    the primary but must not be committed."""
+    client: redis.Redis = redis.Redis.from_url(REDIS_URL)
+    prefix = f"barrier-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(
+        client, prefix, journal_ttl_ms=60_000, group="contract", min_replicas=1, replica_timeout_ms=100
+    )
+    try:
+        with pytest.raises(ReplicasBehind):
+            store.send_write([Write("b1", None, b"v")], {P0: "1:t.0"}, {P0: 2})()
+        assert client.get(store.state_key("b1")) == b"v"  # applied on the primary all the same
+    finally:
+        for key in client.scan_iter(match=f"{prefix}:*"):
+            client.delete(key)

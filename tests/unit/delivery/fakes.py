@@ -112,6 +112,12 @@ class FakeStore:
     def flush_queued(self) -> None:
         self.calls.append("flush_queued")
 
+    def note_progress(self, offsets: dict[PartitionKey, int]) -> None:
+        return None  # the write guards are the store's own (tests/integration/test_store_contract.py)
+
+    def claim_partitions(self, partitions: list[PartitionKey]) -> None:
+        return None
+
     def identify_topic(self, topic: str, topic_id: str) -> None:
         self.calls.append(f"identify_topic {topic} {topic_id}")
 

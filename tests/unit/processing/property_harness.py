@@ -49,6 +49,8 @@ from tests.unit.processing.scenarios import (
     without_detected_at,
 )
 
+CHANGELOG = CODECS.settings.changelog_topic
+
 
 class Harness:
     def __init__(self, replay_delay_ms: int = 0, crashes: bool = False, windows: Windows = WINDOWS) -> None:
@@ -104,6 +106,7 @@ class Harness:
         if step.interleave_sweep:
             self.store.before_next_write = lambda: claimed.append((self.now_ms, self.claim(busy)))
         result = self.processor.process(sources)
+        self.check_changelog(result.outputs)
         for source in sources:  # committed
             self.newest[source.partition] = max(self.newest[source.partition], source.timestamp_ms or -1)
         if step.replay is not None:
@@ -112,7 +115,7 @@ class Harness:
         if step.interleave_sweep:
             self.store.before_next_write = None
             self.sweep(claimed)
-        actual = Counter(self.project(o) for o in result.outputs)
+        actual = Counter(self.project(o) for o in result.outputs if o.topic != CHANGELOG)
         assert self.comparable(actual) == self.comparable(Counter(expected.records))
         duplicates = Counter(
             d.duplicate for d in result.decisions if isinstance(d, Decision) and d.duplicate is not None
@@ -142,15 +145,28 @@ class Harness:
                 again.journal.setdefault(cid, []).extend(fields)
         assert again.decisions == first.decisions
         assert again.offsets == first.offsets
-        assert [o.topic for o in again.outputs] == [o.topic for o in first.outputs]
-        for a, b in zip(first.outputs, again.outputs, strict=True):
-            assert a.key == b.key
+        # The replay's transaction carries the states again (the first one's aborted): every
+        # customer the first attempt changed, as the store holds it now.
+        self.check_changelog(again.outputs)
+        first_changes = {o.key for o in first.outputs if o.topic == CHANGELOG}
+        assert first_changes <= {o.key for o in again.outputs if o.topic == CHANGELOG}
+        first_outputs = [o for o in first.outputs if o.topic != CHANGELOG]
+        again_outputs = [o for o in again.outputs if o.topic != CHANGELOG]
+        assert [o.topic for o in again_outputs] == [o.topic for o in first_outputs]
+        for a, b in zip(first_outputs, again_outputs, strict=True):
+            assert a.key == b.key and a.value is not None and b.value is not None
             if self.replay_delay_ms == 0:
                 assert a.value == b.value
             else:
                 x, y = self.project(a), self.project(b)
                 assert self.comparable(Counter([x])) == self.comparable(Counter([y]))
         return again
+
+    def check_changelog(self, outputs: Sequence[Output]) -> None:
+        """The state changelog records of a batch are the states it left in the store, keyed by
+        cid (None where it deleted one): what a restore would load."""
+        records = {o.key: o.value for o in outputs if o.topic == CHANGELOG}
+        assert records == {key: self.store.states.get(key.decode()) for key in records if key is not None}
 
     def comparable(self, records: Counter[Record]) -> Counter[Record]:
         """Documented behaviour: a later replay re-stamps failedAt of invalid input (not journaled)."""
@@ -184,7 +200,7 @@ class Harness:
         """Decode an output with fastavro and check what the model does not track (keys, bytes)."""
         settings_ = self.codecs.settings
         if output.topic == settings_.dead_letter_topic:
-            r = decode_record(DEAD_LETTER, output.value)
+            r = decode_record(DEAD_LETTER, output.value or b"")
             source = self.sources[(r["sourcePartition"], r["sourceOffset"])]
             assert (r["sourceTopic"], r["key"], r["value"]) == (INPUT_TOPIC, source.key, source.value)
             assert output.key == source.key
@@ -192,7 +208,7 @@ class Harness:
                 r["reason"], r["sourcePartition"], r["sourceOffset"], r["key"], at_ms(r["failedAt"])
             )
         if output.topic == settings_.attributed_topic:
-            r = decode_record(ATTRIBUTED, output.value)
+            r = decode_record(ATTRIBUTED, output.value or b"")
             assert output.key == r["customerExternalId"].encode()
             return Attributed(
                 lead_id=r["leadId"],
@@ -210,7 +226,7 @@ class Harness:
                 attributed_at=at_ms(r["attributedAt"]),
             )
         assert output.topic == settings_.unlinked_topic
-        r = decode_record(UNLINKED, output.value)
+        r = decode_record(UNLINKED, output.value or b"")
         assert output.key == r["customerExternalId"].encode()
         return Unlinked(
             lead_id=r["leadId"],

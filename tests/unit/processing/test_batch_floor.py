@@ -41,7 +41,10 @@ def test_a_committed_batch_processed_again_is_refused_before_anything_is_written
     processor = _processor(store)
     batch = [_record(0, 10, _signup("c1")), _record(0, 11, _signup("c2")), _record(1, 5, _signup("c3"))]
     result = processor.process(batch)
-    assert len(result.outputs) == 3  # three direct leads
+    attributed = [o for o in result.outputs if o.topic == "leads.attributed"]
+    assert len(attributed) == 3  # three direct leads (and their states, for the changelog)
+    changelog = {o.key: o.value for o in result.outputs if o.topic == "leads.state-changelog"}
+    assert changelog == {cid.encode(): store.states[cid] for cid in ("c1", "c2", "c3")}
     store.note_committed(result.offsets)  # the run loop, after the commit was confirmed
     store.forget_journal(result.journal)
     states, round_trips = dict(store.states), store.round_trips

@@ -146,6 +146,12 @@ class FakeStore:
         # the next read); only a revoke (and an outcome settled by asking) sends them at once.
         self.log.add("flush queued")
 
+    def note_progress(self, offsets: dict[PartitionKey, int]) -> None:
+        return None  # the write guards are the store's own (tests/integration/test_store_contract.py)
+
+    def claim_partitions(self, partitions: list[PartitionKey]) -> None:
+        return None
+
 
 def _setup(
     overlap_min_records: int | None = 1,

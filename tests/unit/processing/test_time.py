@@ -66,7 +66,7 @@ class Instance:
             self.newest[partition] = max(self.newest.get(partition, -1), arrival)
         for output in self.processor.process(sources).outputs:
             if output.topic == CODECS.settings.attributed_topic:
-                self.outcomes.append(("attributed", decode_record(ATTRIBUTED, output.value)["leadId"]))
+                self.outcomes.append(("attributed", decode_record(ATTRIBUTED, output.value or b"")["leadId"]))
 
     def sweep(self, behind: set[PartitionKey] | frozenset[PartitionKey] = frozenset()) -> None:
         """Mark the partitions (those with records waiting are behind), then report what is due."""
