@@ -20,13 +20,14 @@ from confluent_kafka import KafkaException
 
 from bench import jit, phases, report
 from bench.kafka_io import restore_broker_configs, set_broker_configs
+from bench.replica import Replica
 from bench.services import bench_services
 from bench.workload import Workload, check_encoding, generate
 from consumer import compiled_modules
 from harness.kafka import Topics, delete_topics
 from harness.process import REPO
 
-ALL_PHASES = ("eos", "alo", "two", "latency", "memory")
+ALL_PHASES = ("eos", "durable", "alo", "two", "latency", "memory")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,6 +169,20 @@ def _drain(
     label: str,
 ) -> dict[str, Any]:
     return phases.throughput(ctx, label, topics, events, guarantee, consumers, profile=profile)
+
+
+def _durable_drain(ctx: phases.Context, topics: Topics, events: int, label: str) -> dict[str, Any]:
+    """exactly_once with a replica that must acknowledge every batch's writes (WAIT): the setup the
+    README recommends for a primary with replicas (the state changelog is on in every phase)."""
+    replica = Replica(ctx.services.redis_port, ctx.workdir).start()
+    try:
+        phase = phases.throughput(
+            ctx, label, topics, events, "exactly_once", extra={"LEADS_REDIS_MIN_REPLICAS": "1"}
+        )
+    finally:
+        replica.stop()
+    phase["redis_replicas"] = 1
+    return phase
 
 
 # Warm-up drains until the broker's compiler takes less than this share of a core during one, or
@@ -314,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(error)
 
     generator = threading.Thread(target=make_workload, name="bench-workload")
-    drains = bool({"eos", "alo", "two"} & set(selected))
+    drains = bool({"eos", "durable", "alo", "two"} & set(selected))
     if drains:
         generator.start()
     ctx = phases.Context(
@@ -345,6 +360,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not args.no_warmup:
                 result["warmup"] = _warm_up(ctx, topics, len(workload), broker_pid)
+            if "durable" in selected:
+                label = "throughput_exactly_once_durable"
+                _run_phase(
+                    result,
+                    label,
+                    partial(
+                        _median_of, args.repeat, label, partial(_durable_drain, ctx, topics, len(workload))
+                    ),
+                    broker_pid,
+                )
             for name, label, guarantee, consumers in (
                 ("eos", "throughput_exactly_once", "exactly_once", 1),
                 ("alo", "throughput_at_least_once", "at_least_once", 1),

@@ -210,12 +210,14 @@ def throughput(
     consumers: int = 1,
     timeout_s: float | None = None,
     profile: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Drain a pre-loaded topic; the rate is taken between 10 % and 90 % of the events.
 
-    ``profile`` ("cpu" or "wall") samples the first consumer with py-spy meanwhile."""
+    ``profile`` ("cpu" or "wall") samples the first consumer with py-spy meanwhile; ``extra``:
+    settings of this phase's consumers."""
     timeout = timeout_s if timeout_s is not None else 20 + events / 2500
-    procs = [ctx.consumer(f"{label}-{i}", topics, label, guarantee) for i in range(consumers)]
+    procs = [ctx.consumer(f"{label}-{i}", topics, label, guarantee, extra=extra) for i in range(consumers)]
     sampler = Sampler(procs, ctx.services.pids())
     print(f"bench: {label}: {consumers} consumer(s), {guarantee}, {events:,} events", flush=True)
     spy_out = ctx.workdir / f"{label}-{profile}.pyspy.txt"

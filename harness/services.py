@@ -26,6 +26,17 @@ class LocalServices:
     redis_port: int
     directory: Path
     started: list[str] = field(default_factory=list)  # what up() started, for stop_started()
+    # The shape's variables (services.sh help), e.g. {"REDIS_HA": "1"}: a primary on redis_port, a
+    # replica on redis_port + 1, Sentinel on redis_port + 20000 watching "leadattr".
+    shape: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def redis_ha(self) -> bool:
+        return self.shape.get("REDIS_HA") == "1"
+
+    @property
+    def sentinels(self) -> str:
+        return f"127.0.0.1:{self.redis_port + 20000}"
 
     @classmethod
     def from_env(cls, prefix: str, kafka_port: int, redis_port: int, folder: str) -> LocalServices:
@@ -42,7 +53,22 @@ class LocalServices:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        """The Redis to read and write; with REDIS_HA, the primary of the moment (as Sentinel says)."""
+        return f"redis://127.0.0.1:{self.primary_port() if self.redis_ha else self.redis_port}/0"
+
+    def primary_port(self) -> int:
+        return int(self.output("redis-ha-primary").strip())
+
+    def output(self, command: str) -> str:
+        result = subprocess.run(
+            ["bash", str(SCRIPT), *command.split()],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return result.stdout
 
     def _env(self) -> dict[str, str]:
         return {
@@ -52,6 +78,7 @@ class LocalServices:
             "REDIS_PORT": str(self.redis_port),
             # The machine is small and shared: a JVM start can take half a minute.
             "SERVICES_TIMEOUT": os.environ.get("SERVICES_TIMEOUT", "120"),
+            **self.shape,
         }
 
     def run(self, command: str, attempts: int = 3) -> float:
@@ -87,6 +114,10 @@ class LocalServices:
         """Start what does not answer (reusing what does) and remember it. ``require_owned``:
         refuse servers started elsewhere, which faults sent through this folder would miss."""
         self._seed_jars()
+        if self.shape:
+            self.run("up")
+            self.started.append("all")
+            return
         for name, port in (("kafka", self.kafka_port), ("redis", self.redis_port)):
             if not port_answers(port):
                 self.run(f"{name}-start")
@@ -98,7 +129,10 @@ class LocalServices:
             )
 
     def ensure(self) -> None:
-        """Whatever a fault left stopped is started again."""
+        """Whatever a fault left stopped (or frozen) is started again."""
+        if self.shape:
+            self.run("up")  # every node of the shape that is not running, thawed if frozen
+            return
         for name, port in (("kafka", self.kafka_port), ("redis", self.redis_port)):
             if not port_answers(port):
                 self.run(f"{name}-start")
@@ -107,14 +141,18 @@ class LocalServices:
         """Stop only what up() started."""
         for name in reversed(self.started):
             try:
-                self.run(f"{name}-stop", attempts=1)
+                self.run("down" if name == "all" else f"{name}-stop", attempts=1)
             except (RuntimeError, subprocess.SubprocessError, OSError) as error:
                 print(f"harness: could not stop {name}: {error}", flush=True)
         self.started.clear()
 
     def freeze_kafka(self, seconds: float) -> float:
         """SIGSTOP the broker for ``seconds``, then SIGCONT: open connections, no answers."""
-        pid = self.pids()["kafka"]
+        pid = (
+            self.pids()["kafka"]
+            if not self.shape
+            else int((self._shape_dir() / "run" / "kafka.pid").read_text())
+        )
         os.kill(pid, signal.SIGSTOP)
         try:
             time.sleep(seconds)
@@ -133,6 +171,9 @@ class LocalServices:
                 continue
             found[name] = pid
         return found
+
+    def _shape_dir(self) -> Path:
+        return self.directory / ("redis-ha" if self.redis_ha else "")
 
     def _seed_jars(self) -> None:
         """Reuse the jars `make services-up` already fetched instead of a second Maven download

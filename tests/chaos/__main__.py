@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.services import LocalServices
 from tests.chaos.driver import Outcome, Run, log_root
 from tests.chaos.scenarios import DEFAULT, SCENARIOS
-from tests.chaos.services import chaos_services
+from tests.chaos.services import chaos_ha_services, chaos_services
 from tests.chaos.stream import Stream, generate
 from tests.chaos.windows import generate_windowed
 
@@ -51,7 +51,16 @@ def run_one(
 ) -> Outcome:
     scenario = SCENARIOS[name]
     directory = root / f"{name}-{seed}"
-    run = Run(name, services, stream, rate * scenario.rate_factor, directory, seed, scenario.guarantee)
+    run = Run(
+        name,
+        services,
+        stream,
+        rate * scenario.rate_factor,
+        directory,
+        seed,
+        scenario.guarantee,
+        env=scenario.env,
+    )
     print(f"-- {name} (seed {seed}, logs in {directory})", flush=True)
     return run.execute(scenario.function)
 
@@ -75,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     outcomes: list[Outcome] = []
     root = log_root()
+    ha: LocalServices | None = None  # the Redis HA shape, started for the first scenario on it
     try:
         for run_index in range(args.runs):
             seed = first_seed + run_index
@@ -82,8 +92,17 @@ def main(argv: list[str] | None = None) -> int:
             windowed = generate_windowed(args.windowed_events, seed)
             for name in names:
                 try:
-                    chosen = windowed if SCENARIOS[name].windowed else stream
-                    outcome = run_one(name, services, chosen, seed, args.rate, root)
+                    scenario = SCENARIOS[name]
+                    chosen = windowed if scenario.windowed else stream
+                    if scenario.redis_ha and ha is None:
+                        ha = chaos_ha_services()
+                        print(
+                            f"chaos: Redis HA shape, Kafka {ha.bootstrap}, Sentinel {ha.sentinels}",
+                            flush=True,
+                        )
+                        ha.up()
+                    on = ha if scenario.redis_ha and ha is not None else services
+                    outcome = run_one(name, on, chosen, seed, args.rate, root)
                 except Exception:
                     outcome = Outcome(name, args.events)
                     outcome.violations.append(f"harness error:\n{traceback.format_exc()}")
@@ -92,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep_services:
             services.stop_started()
+            if ha is not None:
+                ha.stop_started()
     failed = [o for o in outcomes if not o.ok]
     print(
         f"\nchaos: {len(outcomes)} runs in {time.monotonic() - started:.0f}s, "

@@ -69,6 +69,7 @@ class Run:
         seed: int,
         guarantee: str = "exactly_once",
         drain_timeout_s: float = 300.0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.services = services
@@ -102,7 +103,14 @@ class Run:
             ),
             "LEADS_PROCESSING_GUARANTEE": guarantee,
             **self.topics.env(),
+            **(
+                {"LEADS_REDIS_SENTINELS": services.sentinels, "LEADS_REDIS_SENTINEL_MASTER": "leadattr"}
+                if services.redis_ha
+                else {}
+            ),
+            **(env or {}),
         }
+        self.restores = 0  # state restores seen in the consumers' logs (tests/chaos/state_faults.py)
         self.fleet = Fleet(self.env, log_dir, self.note)
         self.feeder = Feeder(services.bootstrap, self.topics.input, stream, rate, seed)
 
@@ -208,6 +216,15 @@ class Run:
     def caught_up(self) -> bool:
         end = end_offsets(self.topics.input, INPUT_PARTITIONS, self.services.bootstrap)
         return committed_now(self.services, self.topics.group, self.topics.input, stable=False) == end
+
+    def wait_working(self, timeout_s: float = 60.0) -> None:
+        """Until the live consumers have consumed something (or there is nothing left to consume):
+        a fault then hits a working consumer, not one still joining the group."""
+        deadline = time.monotonic() + timeout_s
+        while self.consumed() <= 0 and time.monotonic() < deadline:
+            if self.feeder.finished.is_set() and self.caught_up():
+                return
+            self.sleep(0.3)
 
     def readiness(self, slot: str) -> tuple[int, str]:
         try:

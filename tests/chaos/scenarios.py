@@ -7,27 +7,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from tests.chaos.driver import Run
-from tests.chaos.windows import GRACE_S, TTL_S
+from tests.chaos.state_faults import redis_aof_cut, redis_failover, redis_flush, redis_stale, zombie
+from tests.chaos.time_faults import clocks, expiry_kills, lagging, outage
 
 KILLS = 5
 # Share of kills preceded by a short SIGSTOP of the consumer: the backlog it builds keeps the
 # consumer in full batches, so the kill likely lands between a batch's Redis write and its commit
 # (the case the journal exists for); a kill at an arbitrary moment mostly finds it idle.
 STALL_SHARE = 0.7
-
-
-def _wait_working(run: Run, timeout_s: float = 60.0) -> None:
-    """Until the live consumers have consumed something (or there is nothing left to consume): a
-    fault then hits a working consumer, not one still joining the group."""
-    deadline = time.monotonic() + timeout_s
-    while run.consumed() <= 0 and time.monotonic() < deadline:
-        if run.feeder.finished.is_set() and run.caught_up():
-            return
-        run.sleep(0.3)
 
 
 def baseline(run: Run) -> None:
@@ -45,7 +35,7 @@ def kill(run: Run, kills: int = KILLS) -> None:
     replayed: set[tuple[int, int]] = set()
     for moment in sorted(run.rng.uniform(0.05, 0.97) for _ in range(kills)):
         run.at_progress(moment)
-        _wait_working(run)
+        run.wait_working()
         stalled = ""
         if run.rng.random() < STALL_SHARE:
             stall = run.rng.uniform(2.0, 5.0)
@@ -103,12 +93,12 @@ def redis(run: Run) -> None:
     run.fleet.start("c2")
     run.begin_feeding()
     run.at_progress(run.rng.uniform(0.15, 0.35))
-    _wait_working(run)
+    run.wait_working()
     run.services.run("redis-restart")
     run.fault("redis-restart")
     run.wait_ready(["c1", "c2"], 60, "the Redis restart")
     run.at_progress(run.rng.uniform(0.5, 0.7))
-    _wait_working(run)
+    run.wait_working()
     _redis_outage(run, watch="c1", terminate="c2")
     run.wait_ready(["c1"], 60, "the Redis outage")
     run.fleet.start("c2")
@@ -121,7 +111,7 @@ def _broker_fault(run: Run, name: str, inject: Callable[[], float]) -> None:
     owns partitions again: a fault landing while both still wait in a rebalance left over from
     the previous one (JoinGroup pending, nothing else in flight) has no request to time out, so
     nothing to report (seen once: a freeze 3 s after a restart's 30 s rebalance)."""
-    _wait_working(run)
+    run.wait_working()
     slots = list(run.fleet.slots)
     for slot in slots:
         run.fleet.wait_assigned(slot, 120)
@@ -210,7 +200,7 @@ def rebalance(run: Run) -> None:
             rc, seconds = run.fleet.stop(slot)
             run.fault(f"SIGTERM {slot} (exit {rc} in {seconds:.1f}s)")
         else:
-            _wait_working(run)
+            run.wait_working()
             stall = run.rng.uniform(2.0, 4.0)
             run.fleet.pause(slot, stall)
             run.sleep(run.rng.uniform(0.0, 0.25))
@@ -229,7 +219,7 @@ def offsets_back(run: Run) -> None:
     run.begin_feeding()
     for low, high, share, how in ((0.25, 0.45, 0.5, "SIGTERM"), (0.6, 0.85, 0.0, "kill -9")):
         run.at_progress(run.rng.uniform(low, high))
-        _wait_working(run)
+        run.wait_working()
         for slot in ("a", "b"):
             if how == "SIGTERM":
                 run.fleet.stop(slot)
@@ -254,17 +244,17 @@ def small(run: Run) -> None:
     run.fleet.start("a")
     run.begin_feeding()
     run.at_progress(run.rng.uniform(0.1, 0.2))
-    _wait_working(run)
+    run.wait_working()
     run.fleet.kill("a")
     run.fault("kill -9 a")
     run.fleet.start("a", wait=False)
     run.fleet.start("b")
     run.fault("start b")
     run.at_progress(run.rng.uniform(0.35, 0.5))
-    _wait_working(run)
+    run.wait_working()
     _redis_outage(run, watch="a", terminate="b")
     run.at_progress(run.rng.uniform(0.6, 0.75))
-    _wait_working(run)
+    run.wait_working()
     run.fleet.kill("a")
     run.fault("kill -9 a")
     run.sleep(run.rng.uniform(0.2, 1.0))
@@ -272,101 +262,6 @@ def small(run: Run) -> None:
     run.fleet.start("b", stable_id=False)
     run.fault("start b")
     run.wait_ready(["a", "b"], 90, "the faults")
-
-
-# --- the windowed stream (tests/chaos/windows.py): short windows, outcomes fixed by arrival time ---
-
-CLOCK_DIR = str(Path(__file__).resolve().parent / "clock")
-
-
-def outage(run: Run) -> None:
-    """Every consumer stopped (kill -9) for longer than the pending TTL while the feed goes on, so
-    Event 2s that reached Kafka in time wait in the backlog past their Event 1's deadline; twice.
-    Every verified lead must be attributed, only the unverified ones expire."""
-    run.fleet.start("c1")
-    run.fleet.start("c2")
-    run.begin_feeding()
-    for moment in (run.rng.uniform(0.2, 0.35), run.rng.uniform(0.55, 0.7)):
-        run.at_progress(moment)
-        _wait_working(run)
-        down = run.rng.uniform(2.2, 3.0) * TTL_S
-        run.fleet.kill("c1")
-        run.fleet.kill("c2")
-        run.fault(f"both consumers killed for {down:.0f}s (the TTL is {TTL_S:.0f}s)")
-        run.sleep(down)
-        run.fleet.start("c1", wait=False)
-        run.fleet.start("c2")
-    run.wait_ready(["c1", "c2"], 90, "the outages")
-
-
-def clocks(run: Run) -> None:
-    """Three instances whose own clocks are wrong (time.time only, sitecustomize.py in
-    tests/chaos/clock): 30 s ahead, 30 s behind, and one stepped a day ahead mid-run. Leases,
-    stamps and idle marks use Redis's clock, windows the arrival times: nothing may change."""
-    run.begin_feeding()
-    skews = {
-        "ahead": {"CHAOS_CLOCK_OFFSET_S": "30"},
-        "behind": {"CHAOS_CLOCK_OFFSET_S": "-30"},
-        "stepped": {
-            "CHAOS_CLOCK_STEP_S": "86400",
-            "CHAOS_CLOCK_STEP_AFTER_S": f"{run.rng.uniform(10, 30):.0f}",
-        },
-    }
-    for slot, env in skews.items():
-        run.fleet.start(slot, env={"PYTHONPATH": CLOCK_DIR, **env})
-        run.fault(f"start {slot} ({', '.join(f'{k}={v}' for k, v in env.items())})")
-    run.at_progress(0.5)
-    _wait_working(run)
-    run.fleet.kill("behind")  # its partitions move to the skewed others, expiries falling due meanwhile
-    run.fault("kill -9 behind")
-    run.sleep(run.rng.uniform(1.0, 3.0))
-    run.fleet.start("behind", wait=False, env={"PYTHONPATH": CLOCK_DIR, **skews["behind"]})
-    run.wait_ready(list(skews), 90, "the restart")
-
-
-def lagging(run: Run) -> None:
-    """Two instances; one frozen (SIGSTOP) again and again for longer than the orphan grace but
-    within the session timeout, so its partitions lag the other's by more than the grace while it
-    keeps them. Stories keyed apart put Event 1 and Event 2 on partitions of both: expiries must
-    wait for the lagging partitions, and every lead verified in time is attributed."""
-    run.fleet.start("c1")
-    run.fleet.start("c2")
-    run.begin_feeding()
-    for moment in (0.15, 0.35, 0.55, 0.75):
-        run.at_progress(moment + run.rng.uniform(-0.05, 0.05))
-        _wait_working(run)
-        slot = run.rng.choice(["c1", "c2"])
-        pause = run.rng.uniform(1.2, 1.4) * GRACE_S
-        run.fleet.pause(slot, pause)
-        run.fault(f"{slot} frozen {pause:.1f}s (the grace is {GRACE_S:.0f}s)")
-    run.wait_ready(["c1", "c2"], 60, "the freezes")
-
-
-def expiry_kills(run: Run) -> None:
-    """kill -9 and rebalances while expiries and orphans fall due: claims lost with their
-    claimant (the lease lapses, another instance reports the same record again), partitions
-    moving while their marks hold the watermark."""
-    run.fleet.start("c1")
-    run.begin_feeding()
-    steps = [
-        (0.2, "kill", "c1"),
-        (0.3, "start", "c2"),
-        (0.45, "kill", "c2"),
-        (0.6, "start", "c3"),
-        (0.8, "kill", "c1"),
-    ]
-    for moment, action, slot in steps:
-        run.at_progress(moment + run.rng.uniform(-0.04, 0.04))
-        if action == "kill":
-            _wait_working(run)
-            run.fleet.kill(slot)
-            run.fault(f"kill -9 {slot}")
-            run.sleep(run.rng.uniform(0.5, 2.0))
-            run.fleet.start(slot, wait=False)
-        else:
-            run.fleet.start(slot, wait=False)
-            run.fault(f"start {slot}")
-    run.wait_ready(list(run.fleet.slots), 90, "the kills")
 
 
 @dataclass(frozen=True)
@@ -377,6 +272,8 @@ class Scenario:
     # consumers that have work in hand, not ones idling after the stream ended.
     rate_factor: float = 1.0
     windowed: bool = False  # the windowed stream (tests/chaos/windows.py), at its own steady rate
+    redis_ha: bool = False  # on the Redis high-availability shape (primary, replica, Sentinel)
+    env: dict[str, str] = field(default_factory=dict)  # the consumers' settings of this scenario
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -390,6 +287,11 @@ SCENARIOS: dict[str, Scenario] = {
     "clocks": Scenario(clocks, windowed=True),
     "lagging": Scenario(lagging, windowed=True),
     "expiry-kills": Scenario(expiry_kills, windowed=True),
+    "redis-failover": Scenario(redis_failover, redis_ha=True),
+    "redis-stale": Scenario(redis_stale, redis_ha=True, env={"LEADS_REDIS_MIN_REPLICAS": "0"}),
+    "redis-flush": Scenario(redis_flush),
+    "redis-aof-cut": Scenario(redis_aof_cut),
+    "zombie": Scenario(zombie),
     "baseline": Scenario(baseline),
     "small": Scenario(small),
 }
@@ -404,4 +306,9 @@ DEFAULT = [
     "clocks",
     "lagging",
     "expiry-kills",
+    "redis-failover",
+    "redis-stale",
+    "redis-flush",
+    "redis-aof-cut",
+    "zombie",
 ]

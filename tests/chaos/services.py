@@ -13,6 +13,14 @@ def chaos_services() -> LocalServices:
     return LocalServices.from_env("CHAOS", 19092, 16379, ".services-chaos")
 
 
+def chaos_ha_services() -> LocalServices:
+    """The Redis high-availability shape beside the chaos pair: its own Kafka (19192), Redis
+    primary and replica (16479, 16480) and Sentinel (36479), in .services-chaos/redis-ha."""
+    services = LocalServices.from_env("CHAOS_HA", 19192, 16479, ".services-chaos")
+    services.shape = {"REDIS_HA": "1"}
+    return services
+
+
 _shared: LocalServices | None = None
 
 
