@@ -89,7 +89,10 @@ def rows(report: dict[str, Any]) -> list[Row]:
                 None if target is None else (rate is not None and rate >= target and phase["complete"]),
             )
         )
-    durable, plain = _phase(report, "throughput_exactly_once_durable"), _phase(report, "throughput_exactly_once")
+    durable, plain = (
+        _phase(report, "throughput_exactly_once_durable"),
+        _phase(report, "throughput_exactly_once"),
+    )
     if durable is not None and plain is not None and durable["events_per_s"] and plain["events_per_s"]:
         share = durable["events_per_s"] / plain["events_per_s"]
         out.append(
