@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicCollection
+from confluent_kafka import Consumer, IsolationLevel, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported in its type stubs
 
 from consumer import compiled_modules
 from consumer.avro.codec import Codec
@@ -23,6 +24,7 @@ from consumer.processing.runner import Runner
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.rules.attribute import Windows
 from consumer.state.changelog import ChangelogReader
+from consumer.state.customer import PartitionKey
 from consumer.state.recovery import Recovery
 from consumer.state.redis_store import RedisStore
 
@@ -126,6 +128,20 @@ def topic_id_of(config: Config) -> Callable[[str], str]:
     return topic_id
 
 
+def end_offsets_of(config: Config) -> Callable[[Sequence[PartitionKey]], dict[PartitionKey, int]]:
+    """The broker's current read-committed end offset of partitions (for the watermark's caught-up
+    test, consumer/processing/progress.py); raises when the cluster cannot answer within seconds."""
+    admin = AdminClient(cluster_config(config, "admin"))
+
+    def end_offsets(partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        asked = {TopicPartition(topic, partition): latest for topic, partition in partitions}
+        futures = admin.list_offsets(asked, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=5)
+        return {(tp.topic, tp.partition): future.result(6).offset for tp, future in futures.items()}
+
+    return end_offsets
+
+
 def build_runner(config: Config) -> Runner:
     s = config.settings
     registry = SchemaRegistry(s.schema_registry_url) if s.schema_registry_url else None
@@ -178,6 +194,7 @@ def build_runner(config: Config) -> Runner:
         overlap_commits=s.overlap_commits,
         idle_lag_ms=int(s.idle_partition_lag_seconds * 1000),
         recovery=recovery,
+        end_offsets=end_offsets_of(config),
     )
     recovery.committed = runner.committed_everywhere  # asked of the runner's own consumer
     return runner

@@ -81,7 +81,7 @@ from consumer.processing.batch import (
     Started,
     source_records,
 )
-from consumer.processing.progress import PartitionProgress
+from consumer.processing.progress import EndOffsets, PartitionProgress
 from consumer.processing.retry import Recovering, Retrying, Written
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.processing.timers import Timers
@@ -118,6 +118,7 @@ class Runner:
         overlap_min_records: int | None = None,
         idle_lag_ms: int = 2000,
         recovery: Recovering | None = None,
+        end_offsets: EndOffsets | None = None,
     ) -> None:
         self.watch = KafkaWatch(health, input_topic)
         self.consumer = make_consumer({"error_cb": self.watch.on_error, "stats_cb": self.watch.on_stats})
@@ -162,7 +163,7 @@ class Runner:
             health,
             self.watch,
             sweep_interval_s,
-            marks=lambda: self.progress.marks(self.consumer),
+            marks=lambda: self.progress.marks(self.consumer, end_offsets),
             input_partitions=self._input_partitions,
             idle_lag_ms=idle_lag_ms,
             recovery=self.recovery,
