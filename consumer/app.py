@@ -14,7 +14,7 @@ from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported in 
 from consumer import compiled_modules
 from consumer.avro.codec import Codec
 from consumer.avro.outputs import OutputCodecs
-from consumer.avro.registry import SchemaRegistry
+from consumer.avro.registry import registry_of
 from consumer.config import Config, Guarantee
 from consumer.delivery.committer import AtLeastOnceCommitter, Committer, TransactionalCommitter
 from consumer.health import Health, serve
@@ -75,6 +75,7 @@ def consumer_config(config: Config, runner_callbacks: dict[str, Any]) -> dict[st
         # from is known to be caught up, for the watermark (consumer/processing/progress.py).
         "enable.partition.eof": True,
         "logger": _librdkafka_logger("consumer"),
+        **({"group.instance.id": s.group_instance_id} if s.group_instance_id else {}),
         **config.kafka_extra,
         **runner_callbacks,
     }
@@ -144,7 +145,7 @@ def end_offsets_of(config: Config) -> Callable[[Sequence[PartitionKey]], dict[Pa
 
 def build_runner(config: Config) -> Runner:
     s = config.settings
-    registry = SchemaRegistry(s.schema_registry_url) if s.schema_registry_url else None
+    registry = registry_of(s)
     windows = Windows(
         pending_ttl_ms=int(s.pending_ttl_seconds * 1000),
         orphan_grace_ms=int(s.orphan_grace_seconds * 1000),

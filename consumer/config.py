@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_PASSTHROUGH_PREFIX = "LEADS_KAFKA_"
@@ -28,6 +28,7 @@ _MANAGED_KAFKA_PROPERTIES = {
     "transactional.id": "set LEADS_TRANSACTIONAL_ID instead",
     "enable.idempotence": "the producer is always idempotent",
     "group.id": "set LEADS_CONSUMER_GROUP instead",
+    "group.instance.id": "set LEADS_INSTANCE_ID instead",
 }
 
 
@@ -64,6 +65,13 @@ class Settings(BaseSettings):
     # Loopback by default so a laptop run exposes nothing; deployments set 0.0.0.0 for scraping.
     metrics_host: str = "127.0.0.1"
     schema_registry_url: str | None = None
+    # "user:password" for HTTP basic auth (else the URL's own user:password@, if any).
+    schema_registry_basic_auth_user_info: SecretStr | None = None
+    # TLS to the registry: the CA that signed its certificate (else the system's), and a client
+    # certificate with its key (PEM) for a registry that asks for one.
+    schema_registry_ssl_ca_location: Path | None = None
+    schema_registry_ssl_certificate_location: Path | None = None
+    schema_registry_ssl_key_location: Path | None = None
     # Redis high availability (contract section 5): the primary found through Sentinel and followed
     # across failovers; credentials, TLS and database still come from redis_url.
     redis_sentinels: str | None = None
@@ -88,6 +96,9 @@ class Settings(BaseSettings):
     idle_partition_lag_seconds: float = Field(default=2.0, ge=0, le=3600)
     redis_prefix: str = Field(default="leadattr", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     transactional_id: str | None = None
+    # The stable name of this instance (a StatefulSet pod's name): its static group membership
+    # (group.instance.id) and its transactional id, both prefixed by the consumer group.
+    instance_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
     log_level: str = "INFO"
     shutdown_timeout_seconds: PositiveSeconds = 25.0
 
@@ -139,10 +150,29 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port[,host:port...]")
         return value
 
+    @model_validator(mode="after")
+    def _client_certificate_with_key(self) -> Settings:
+        if self.schema_registry_ssl_certificate_location and not self.schema_registry_ssl_key_location:
+            raise ValueError(
+                "LEADS_SCHEMA_REGISTRY_SSL_KEY_LOCATION: required with LEADS_SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION"
+            )
+        return self
+
     @property
     def transaction_id(self) -> str:
-        """Stable per process; a restarted pod with the same id fences its own zombie."""
-        return self.transactional_id or f"{self.consumer_group}-{socket.gethostname()}-{os.getpid()}"
+        """Prefixed by the consumer group, so two deployments never fence each other. With an
+        instance id it is stable: a restarted pod fences its own zombie at once."""
+        if self.transactional_id:
+            return self.transactional_id
+        if self.instance_id:
+            return f"{self.consumer_group}-{self.instance_id}"
+        return f"{self.consumer_group}-{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """KIP-345 static membership: a restart under the same id gets its partitions back
+        without a rebalance. None: dynamic membership."""
+        return f"{self.consumer_group}-{self.instance_id}" if self.instance_id else None
 
 
 def kafka_passthrough(environ: dict[str, str]) -> dict[str, str]:
@@ -168,14 +198,19 @@ def _environment(env_file: Path | None) -> dict[str, str]:
     return merged
 
 
+# Settings whose value may hold a password or URL credentials: an error line never shows them.
+_SECRET_WORDS = ("url", "password", "secret", "user_info", "sentinels", "key")
+
+
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     if not first["loc"]:  # a rule across settings: its message names them
         return f"invalid setting {str(first['msg']).removeprefix('Value error, ')}"
     field = str(first["loc"][0])
     value: Any = first.get("input")
-    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-    return f"invalid setting LEADS_{field.upper()}: {first['msg']}{shown}"
+    secret = any(word in field for word in _SECRET_WORDS)
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) and not secret else ""
+    return f"invalid setting LEADS_{field.upper()}: {str(first['msg']).removeprefix('Value error, ')}{shown}"
 
 
 class Config:

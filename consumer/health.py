@@ -21,6 +21,9 @@ LIVENESS_TIMEOUT_S = 60.0
 # (make chaos, docs/chaos.md): only a new process gets it back. Against a broker that really is
 # away, the restarts cost nothing: the pod waits in the kubelet's back-off until it is back.
 KAFKA_DOWN_LIVENESS_S = 180.0
+# A connection that sends no complete request within this long is closed: each open connection
+# holds a thread, and a scraper or probe needs well under a second.
+REQUEST_TIMEOUT_S = 5.0
 
 
 class Health:
@@ -40,6 +43,7 @@ class Health:
         self.last_beat = time.monotonic()
         self.redis_problem = "redis unreachable"  # what readiness says while redis_ok is False
         self.state_ok = True
+        self.registry_problem: str | None = None  # what readiness says while the registry fails
         self._kafka_lock = threading.Lock()  # reported from the run loop and the watchdog thread
 
     def report_redis(
@@ -53,6 +57,15 @@ class Health:
         self.redis_ok = ok
         self.redis_problem = problem
         REDIS_UP.set(1 if ok else 0)
+
+    def report_registry(self, problem: str | None) -> None:
+        """The schema registry failed (``problem``: one line without credentials) or answered."""
+        if (problem is None) != (self.registry_problem is None):
+            if problem is None:
+                log.info("schema registry answering again")
+            else:
+                log.error("schema registry failing, pausing and retrying", extra=fields(error=problem))
+        self.registry_problem = problem
 
     def report_state(self, ok: bool, lost: object = None) -> None:
         """Contract rule 9: the state is known damaged (``lost`` says where) or intact again."""
@@ -108,6 +121,8 @@ class Health:
             reasons.append("state_lost")
         if not self.redis_ok:
             reasons.append(self.redis_problem)
+        if self.registry_problem is not None:
+            reasons.append(self.registry_problem)
         if not self.kafka_ok:
             reasons.append("kafka broker unreachable")
         READY.set(0 if reasons else 1)
@@ -118,6 +133,8 @@ class Health:
 
 def serve(health: Health, port: int, host: str) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_S  # the socket's timeout, on every read and write
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

@@ -71,6 +71,10 @@ REDIS_ERRORS = Counter("leads_redis_errors", "Failed Redis round trips.", regist
 REDIS_RETRIES = Counter(
     "leads_redis_retries", "Redis round trips retried after a failure.", registry=REGISTRY
 )
+# Schema registry requests that failed, by kind: unavailable, refused (401/403/4xx), unknown_schema.
+SCHEMA_REGISTRY_ERRORS = Counter(
+    "leads_schema_registry_errors", "Failed schema registry requests.", ["kind"], registry=REGISTRY
+)
 KAFKA_ERRORS = Counter("leads_kafka_errors", "Producer, consumer and transaction errors.", registry=REGISTRY)
 FLOOR_SKIPS = Counter(
     "leads_offset_floor_skips",

@@ -26,9 +26,11 @@ from typing import Final
 
 from confluent_kafka import Message
 
+from consumer import metrics
 from consumer.avro.codec import Codec
 from consumer.avro.lead_reader import Unusual, read_fields
 from consumer.avro.outputs import Output, OutputCodecs
+from consumer.avro.registry import UnknownSchema
 from consumer.model import Decision, Invalid, LeadEvent, SourceRecord
 from consumer.reasons import DeadLetterReason
 from consumer.rules.attribute import Windows, attribute
@@ -145,6 +147,9 @@ def parse(decoder: Codec, source: SourceRecord) -> LeadEvent | Invalid:
         record = decode(source.value)
     except OSError:
         raise  # a schema registry outage is not the record's fault: let the run loop retry
+    except UnknownSchema as error:
+        metrics.SCHEMA_REGISTRY_ERRORS.labels("unknown_schema").inc()
+        return Invalid(DeadLetterReason.UNDECODABLE, str(error))
     except Exception as error:
         return Invalid(DeadLetterReason.UNDECODABLE, f"not Avro of LeadEvent: {type(error).__name__}")
     if not isinstance(record, dict):

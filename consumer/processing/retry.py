@@ -24,6 +24,7 @@ import redis
 from confluent_kafka import KafkaException
 
 from consumer import metrics
+from consumer.avro.registry import RegistryRefused, RegistryUnavailable
 from consumer.delivery.offsets import BACKOFF_MAX_S, BACKOFF_START_S, OffsetKeeper
 from consumer.delivery.protocol import Processed
 from consumer.health import Health
@@ -42,7 +43,13 @@ class Recovering(Protocol):
 
 
 def report(health: Health, recovery: Recovering, error: Exception) -> None:
-    """A failed Redis step, into readiness (and into the recovery of state, when it was refused)."""
+    """A failed Redis step, into readiness (and into the recovery of state, when it was refused).
+    A schema registry failure (while decoding) is reported as the registry's, not Redis's."""
+    if isinstance(error, RegistryUnavailable | RegistryRefused):
+        kind = "refused" if isinstance(error, RegistryRefused) else "unavailable"
+        metrics.SCHEMA_REGISTRY_ERRORS.labels(kind).inc()
+        health.report_registry(f"schema registry {kind}")
+        return
     if isinstance(error, StateLost):
         health.report_redis(True)  # Redis answered; what it holds is the problem
         try:
@@ -129,7 +136,7 @@ class Retrying:
         is lost, the batch processed again whole: None if it was then given up (see whole)."""
         try:
             result = self.processor.finish(written.batch)
-            self.health.report_redis(True)
+            self._succeeded()
             return Processed(written.sources, result, written.started)
         except Fenced as fenced:
             log.warning(
@@ -144,6 +151,10 @@ class Retrying:
         # if it was, the journal repeats its decisions.
         return self.whole(written.sources, written.started)
 
+    def _succeeded(self) -> None:
+        self.health.report_redis(True)
+        self.health.report_registry(None)
+
     def _until_done(self, step: Callable[[], T]) -> T | None:
         """step() until it succeeds, with backoff; None when a stop comes first, or when the write
         was fenced (the batch's partitions belong to another instance: it is dropped, rewound, and
@@ -152,7 +163,7 @@ class Retrying:
         while True:
             try:
                 result = step()
-                self.health.report_redis(True)
+                self._succeeded()
                 return result
             except Fenced as fenced:
                 log.warning(

@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from consumer.avro.codec import Codec
-from consumer.avro.registry import SchemaRegistry
+from consumer.avro.registry import registry_of
 from consumer.config import Config
 
 
@@ -62,7 +62,7 @@ def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def send(config: Config, records: list[dict[str, Any]], topic: str | None = None) -> int:
     s = config.settings
-    registry = SchemaRegistry(s.schema_registry_url) if s.schema_registry_url else None
+    registry = registry_of(s)
     target = topic or s.input_topic
     codec = Codec("lead_event", registry, f"{target}-value" if registry else None)
     producer = Producer(

@@ -119,3 +119,49 @@ def test_transactional_requests_are_retried_within_tens_of_milliseconds(
     monkeypatch.setenv("LEADS_KAFKA_RETRY_BACKOFF_MAX_MS", "1000")
     settings = producer_config(Config.load(env_file=None), transactional=True)
     assert (settings["retry.backoff.ms"], settings["retry.backoff.max.ms"]) == ("100", "1000")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LEADS_REDIS_URL", "redis//default:S3cretPw@127.0.0.1:1/0"),
+        ("LEADS_SCHEMA_REGISTRY_URL", "htps://leadattr:S3cretPw@registry:8081"),
+        ("LEADS_REDIS_SENTINELS", "S3cretPw@sentinel"),
+    ],
+)
+def test_an_invalid_setting_names_the_variable_and_never_echoes_a_secret(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "run"],
+        env={name: value, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path.cwd())},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2
+    assert len(lines) == 1 and lines[0].startswith(f"leadattr: invalid setting {name}: "), lines
+    assert "S3cretPw" not in result.stderr + result.stdout
+
+
+def test_an_instance_id_gives_static_membership_and_a_stable_transactional_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both prefixed by the consumer group: two deployments in one cluster never fence each other."""
+    from consumer.app import consumer_config  # noqa: PLC0415 - builds nothing, reads the config
+
+    monkeypatch.delenv("LEADS_TRANSACTIONAL_ID", raising=False)
+    monkeypatch.setenv("LEADS_CONSUMER_GROUP", "leads-eu")
+    monkeypatch.delenv("LEADS_INSTANCE_ID", raising=False)
+    dynamic = Config.load(env_file=None)
+    assert "group.instance.id" not in consumer_config(dynamic, {})
+    assert dynamic.settings.transaction_id.startswith("leads-eu-")
+    monkeypatch.setenv("LEADS_INSTANCE_ID", "lead-attribution-2")
+    static = Config.load(env_file=None)
+    assert consumer_config(static, {})["group.instance.id"] == "leads-eu-lead-attribution-2"
+    assert static.settings.transaction_id == "leads-eu-lead-attribution-2"
+    monkeypatch.setenv("LEADS_KAFKA_GROUP_INSTANCE_ID", "x")
+    with pytest.raises(SettingsError, match="LEADS_INSTANCE_ID"):
+        Config.load(env_file=None)

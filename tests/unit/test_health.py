@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
 import urllib.request
 
+import pytest
+
+from consumer import health as health_module
 from consumer import metrics
 from consumer.health import KAFKA_DOWN_LIVENESS_S, Health, serve
 from harness.process import free_port
@@ -51,3 +55,26 @@ def test_health_endpoints_report_state_and_reason() -> None:
         assert status == 200 and "leads_events_consumed_total" in body
     finally:
         server.shutdown()
+
+
+def test_an_idle_connection_is_closed_and_the_endpoints_keep_answering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that connects and sends nothing (or half a request) must not hold a thread."""
+    monkeypatch.setattr(health_module, "REQUEST_TIMEOUT_S", 0.5)
+    health = Health()
+    port = free_port()
+    server = serve(health, port, "127.0.0.1")
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+        idle[0].sendall(b"GET /readyz HTTP/1.1\r\n")  # half a request
+        started = time.monotonic()
+        for connection in idle:
+            assert connection.recv(1024) == b"", "the server answered or kept the connection"
+            connection.close()
+        assert time.monotonic() - started < 3
+        status, _ = _get(port, "/readyz")
+        assert status == 503  # not subscribed yet: answered, not hung
+    finally:
+        server.shutdown()
+        server.server_close()
