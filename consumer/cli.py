@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from consumer import logs
+from consumer.avro.registry import RegistryRefused, RegistryUnavailable
 from consumer.config import Config, SettingsError
 from consumer.tools.send import PayloadError, parse_lines, send
 
@@ -55,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leadattr: {error}", file=sys.stderr)
         return 2
     logs.configure(config.settings.log_level)
+    try:
+        return _command(config, args)
+    except (RegistryUnavailable, RegistryRefused) as error:
+        # Nothing was consumed or sent yet: one line, no traceback, no credentials.
+        print(f"leadattr: {error}", file=sys.stderr)
+        return 3
+
+
+def _command(config: Config, args: argparse.Namespace) -> int:
     if args.command == "run":
         from consumer.app import run  # noqa: PLC0415 - keeps `send` free of the consumer's wiring
 

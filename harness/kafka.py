@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -200,10 +200,13 @@ def read_topic(
     timeout_s: float = 30.0,
     idle_s: float = 2.0,
     bootstrap: str = BOOTSTRAP,
+    decode_value: Callable[[bytes], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Committed records of an output topic, decoded, with ``_key`` and ``_partition``; stops once
-    ``expected`` records arrived and nothing new came for ``idle_s``, or at the timeout."""
+    """Committed records of an output topic, decoded (plain Avro of its schema, or by
+    ``decode_value``), with ``_key`` and ``_partition``; stops once ``expected`` records arrived and
+    nothing new came for ``idle_s``, or at the timeout."""
     schema = load_schema(schema_for(topic))
+    decoded = decode_value or (lambda data: decode(schema, data))
     consumer = probe(bootstrap, **{"auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     records: list[dict[str, Any]] = []
@@ -217,7 +220,7 @@ def read_topic(
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(error)
-                value = decode(schema, message.value() or b"")
+                value = decoded(message.value() or b"")
                 value["_key"] = message.key()
                 value["_partition"] = message.partition()
                 records.append(value)
