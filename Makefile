@@ -12,6 +12,7 @@ SERVICES := deploy/local/services.sh
 help:
 	@echo "make run            demo: local Kafka + Redis, the consumer, sample leads, results"
 	@echo "make test           unit + integration tests against real Kafka and Redis"
+	@echo "                   (SECURE=1: on the secured services, plus the least-privilege tests)"
 	@echo "make lint           ruff + mypy --strict"
 	@echo "make compile        rebuild the compiled per-event modules (mypyc; make test does it too)"
 	@echo "make pure           remove them: run the same code interpreted"
@@ -58,7 +59,10 @@ services-up:
 services-down:
 	bash $(SERVICES) down
 
+# SECURE=1: the same suite on the secured services (SASL_SSL, TLS, ACLs; started here first, their
+# credentials are read from .services/secure*.env), plus tests/secured.
 test: venv
+	@if [ "$${SECURE:-0}" = 1 ]; then bash $(SERVICES) up; fi
 	$(BIN)/pytest -q -rs tests
 
 unit: venv

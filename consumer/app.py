@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, IsolationLevel, Producer, TopicCollection, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    IsolationLevel,
+    KafkaException,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported in its type stubs
 
-from consumer import compiled_modules
+from consumer import compiled_modules, preflight
 from consumer.avro.codec import Codec
 from consumer.avro.outputs import OutputCodecs
 from consumer.avro.registry import registry_of
@@ -34,6 +45,9 @@ STATS_INTERVAL_MS = 5000
 # reference cycles, so the cyclic collector only costs time: at the default threshold of 700 it
 # ran ~30 times per batch and took ~8 % of the CPU (py-spy). One young collection per ~batch.
 GC_YOUNG_THRESHOLD = 50_000
+# A dependency failing at start-up: checked again this often, its line logged again this often.
+STARTUP_RETRY_S = 5.0
+STARTUP_LOG_EVERY_S = 30.0
 
 
 def _librdkafka_logger(name: str) -> logging.Logger:
@@ -143,7 +157,7 @@ def end_offsets_of(config: Config) -> Callable[[Sequence[PartitionKey]], dict[Pa
     return end_offsets
 
 
-def build_runner(config: Config) -> Runner:
+def build_runner(config: Config, health: Health | None = None) -> Runner:
     s = config.settings
     registry = registry_of(s)
     windows = Windows(
@@ -171,7 +185,7 @@ def build_runner(config: Config) -> Runner:
         if transactional
         else AtLeastOnceCommitter(lambda: Producer(producer_config(config, False)))
     )
-    health = Health()
+    health = health or Health()
     recovery = Recovery(
         store,
         health,
@@ -210,15 +224,63 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+def topics_of(config: Config) -> list[str]:
+    s = config.settings
+    return [s.input_topic, s.attributed_topic, s.unlinked_topic, s.dead_letter_topic, s.changelog_topic]
+
+
+def wait_for_dependencies(config: Config, health: Health, stop: threading.Event) -> bool:
+    """preflight's checks until all pass (True) or LEADS_STARTUP_TIMEOUT_SECONDS ran out (False,
+    the failures printed on stderr) or ``stop`` is set (False). Readiness says what is failing."""
+    deadline = time.monotonic() + config.settings.startup_timeout_seconds
+    logged: dict[str, float] = {}
+    while not stop.is_set():
+        problems = preflight.failures(config, cluster_config(config, "preflight"), topics_of(config))
+        health.startup_problem = "; ".join(problems) or None
+        if not problems:
+            return True
+        now = time.monotonic()
+        for line in problems:
+            if now - logged.get(line, -STARTUP_LOG_EVERY_S) >= STARTUP_LOG_EVERY_S:
+                log.error("start-up check failed, retrying", extra=fields(problem=line))
+                logged[line] = now
+        if now >= deadline:
+            for line in problems:
+                print(f"leadattr: {line}", file=sys.stderr)
+            return False
+        stop.wait(min(STARTUP_RETRY_S, max(0.0, deadline - now)))
+    return False
+
+
 def run(config: Config) -> int:
-    runner = build_runner(config)
-    # Says whether the mypyc build (setup.py) is what runs: a pure-Python install needs ~1.8x
-    # the CPU per event (docs/performance.md).
-    log.info("per-event path", extra=fields(compiled_modules=len(compiled_modules())))
-    tune_gc()
-    server = serve(runner.health, config.settings.metrics_port, config.settings.metrics_host)
-    runner.install_signal_handlers()
+    s = config.settings
+    health = Health()
+    # Serving first: while a dependency fails its check, /readyz says which and why.
+    server = serve(health, s.metrics_port, s.metrics_host)
+    # A SIGTERM while a dependency is awaited: nothing consumed yet, nothing to drain.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     try:
+        if not wait_for_dependencies(config, health, stop):
+            if stop.is_set():
+                log.info("stopped before start-up completed")
+                return 0
+            return 3
+        try:
+            runner = build_runner(config, health)
+        except KafkaException as exc:  # init_transactions: the transactional id refused, or the cluster gone
+            print(
+                f"leadattr: kafka at {s.kafka_bootstrap_servers}: transactional id {s.transaction_id}: "
+                f"{preflight.kafka_problem(exc.args[0])}",
+                file=sys.stderr,
+            )
+            return 3
+        # Says whether the mypyc build (setup.py) is what runs: a pure-Python install needs ~1.8x
+        # the CPU per event (docs/performance.md).
+        log.info("per-event path", extra=fields(compiled_modules=len(compiled_modules())))
+        tune_gc()
+        runner.install_signal_handlers()
         return runner.run()
     finally:
         server.shutdown()

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the other way, once, after an upgrade from a release without a changelog: write Redis's "
         "states to the changelog (stop the consumers first)",
     )
+    acls = commands.add_parser("acls", help="print the Kafka ACLs and the Redis ACL rule the service needs")
+    acls.add_argument("--principal", default="User:leadattr", help="Kafka principal (default User:leadattr)")
+    acls.add_argument("--redis-user", default="leadattr", help="Redis ACL user name (default leadattr)")
     return parser
 
 
@@ -64,7 +67,31 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
+def _unready(config: Config, args: argparse.Namespace) -> bool:
+    """The dependencies a command other than `run` needs, checked once: True (and one line per
+    failure on stderr) when one fails. `run` keeps checking (consumer/app.py)."""
+    from consumer import preflight  # noqa: PLC0415
+    from consumer.app import cluster_config  # noqa: PLC0415
+
+    s = config.settings
+    needs: dict[str, tuple[list[str] | None, bool, bool]] = {
+        "send": ([args.topic or s.input_topic] if args.command == "send" else [], False, True),
+        "replay": ([s.dead_letter_topic], False, False),
+        "restore-state": ([s.changelog_topic], True, False),
+        "clear-offset-floor": (None, True, False),
+    }
+    if args.command not in needs:
+        return False
+    topics, redis, registry = needs[args.command]
+    problems = preflight.failures(config, cluster_config(config, "preflight"), topics, redis, registry)
+    for line in problems:
+        print(f"leadattr {args.command}: {line}", file=sys.stderr)
+    return bool(problems)
+
+
 def _command(config: Config, args: argparse.Namespace) -> int:
+    if _unready(config, args):
+        return 3
     if args.command == "run":
         from consumer.app import run  # noqa: PLC0415 - keeps `send` free of the consumer's wiring
 
@@ -72,6 +99,10 @@ def _command(config: Config, args: argparse.Namespace) -> int:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
         return run(config)
+    if args.command == "acls":
+        from consumer.tools.acls import print_acls  # noqa: PLC0415
+
+        return print_acls(config.settings, args.principal, args.redis_user)
     if args.command == "restore-state":
         from consumer.tools.restore_state import restore_state  # noqa: PLC0415
 

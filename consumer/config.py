@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     instance_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
     log_level: str = "INFO"
     shutdown_timeout_seconds: PositiveSeconds = 25.0
+    # How long `leadattr run` keeps checking a dependency that fails at start-up (readiness false,
+    # a line every 30 s) before it exits 3 (consumer/preflight.py).
+    startup_timeout_seconds: PositiveSeconds = 120.0
 
     @field_validator("log_level")
     @classmethod

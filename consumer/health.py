@@ -44,6 +44,7 @@ class Health:
         self.redis_problem = "redis unreachable"  # what readiness says while redis_ok is False
         self.state_ok = True
         self.registry_problem: str | None = None  # what readiness says while the registry fails
+        self.startup_problem: str | None = None  # a dependency failing its start-up check
         self._kafka_lock = threading.Lock()  # reported from the run loop and the watchdog thread
 
     def report_redis(
@@ -113,6 +114,8 @@ class Health:
 
     def not_ready_reason(self) -> str | None:
         reasons = []
+        if self.startup_problem is not None:
+            reasons.append(f"starting: {self.startup_problem}")
         if not self.started or not self.subscribed:
             reasons.append("not subscribed to the input topic yet")
         if self.stopping:

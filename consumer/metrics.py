@@ -133,6 +133,8 @@ def _initialise() -> None:
         DUPLICATES.labels(kind=kind.value)
     for event in RebalanceEvent:
         REBALANCES.labels(event=event.value)
+    for registry_error in ("unavailable", "refused", "unknown_schema"):
+        SCHEMA_REGISTRY_ERRORS.labels(kind=registry_error)
 
 
 _initialise()

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
@@ -26,13 +27,53 @@ from confluent_kafka.cimpl import NewTopic
 
 from consumer.avro.codec import Codec
 from consumer.avro.schemas import decode, load_schema
+from harness.process import REPO
 
 # The ports `make services-up` used (Makefile: KAFKA_PORT, REDIS_PORT), so a second checkout can
-# run its suite against servers of its own.
-KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
-REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
+# run its suite against servers of its own. SECURE=1: the secured shape (SASL_SSL Kafka, TLS Redis
+# with ACL users; deploy/local/services.sh), on its own default ports.
+SECURE = os.environ.get("SECURE") == "1"
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9093" if SECURE else "9092"))
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "6380" if SECURE else "6379"))
 BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
-REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+SERVICES_DIR = Path(os.environ.get("SERVICES_DIR", str(REPO / ".services")))
+
+
+def secure_env(user: str) -> dict[str, str]:
+    """The LEADS_* settings services.sh wrote for a user of the secured shape: "admin" (a super
+    user: tests create topics and ACLs with it), "consumer" (leadattr, no ACL but what is granted)
+    or "producer"."""
+    name = {"admin": "secure-admin.env", "consumer": "secure.env", "producer": "secure-producer.env"}[user]
+    path = SERVICES_DIR / name
+    if not path.is_file():
+        raise RuntimeError(
+            f"SECURE=1: {path} is missing; start the secured services: SECURE=1 make services-up"
+        )
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key] = value
+    return values
+
+
+def _client_security() -> dict[str, str]:
+    """librdkafka security properties of the harness's own clients (the admin user)."""
+    if not SECURE:
+        return {}
+    return {
+        name[len("LEADS_KAFKA_") :].lower().replace("_", "."): value
+        for name, value in secure_env("admin").items()
+        if name.startswith("LEADS_KAFKA_") and name != "LEADS_KAFKA_BOOTSTRAP_SERVERS"
+    }
+
+
+CLIENT: dict[str, str] = _client_security()
+REDIS_URL = secure_env("admin")["LEADS_REDIS_URL"] if SECURE else f"redis://127.0.0.1:{REDIS_PORT}/0"
+if SECURE:
+    # Commands and clients the tests start inherit the admin's credentials; the consumer under
+    # test gets the service user's instead (tests/integration/conftest.py).
+    os.environ.update({k: v for k, v in secure_env("admin").items() if k.startswith("LEADS_")})
 
 LEAD_FIELDS = ("clickId", "mode", "timestamp", "customerName", "customerEmail", "customerAvatar", "metadata")
 SCHEMA_OF = {"attributed": "attributed_lead", "unlinked": "unlinked_lead", "dead-letter": "dead_letter"}
@@ -97,7 +138,7 @@ class Topics:
 
 
 def admin(bootstrap: str = BOOTSTRAP, **extra: Any) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 2, **extra})
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 2, **CLIENT, **extra})
 
 
 def create_topics(
@@ -129,6 +170,30 @@ def create_topics(
     raise TimeoutError(f"topics not visible after 30 s: {sorted(counts)}")
 
 
+SERVICE_PRINCIPAL = "User:leadattr"
+
+
+def service_settings(topics: Topics, **overrides: Any) -> Any:
+    """The consumer's Settings for ``topics`` (what `leadattr acls` derives its list from)."""
+    from consumer.config import Settings  # noqa: PLC0415 - only the secured tests need it
+
+    values = {name[len("LEADS_") :].lower(): value for name, value in topics.env().items()}
+    return Settings(_env_file=None, **{**values, **overrides})  # type: ignore[call-arg]
+
+
+def grant_service_acls(topics: Topics, skip: Callable[[Any], bool] = lambda grant: False) -> list[Any]:
+    """Grants the service user the ACLs `leadattr acls` lists for ``topics`` (less the grants
+    ``skip`` picks) and waits until the authorizer applies them; returns what was granted."""
+    from consumer.tools.acls import kafka_grants  # noqa: PLC0415
+
+    grants = [g for g in kafka_grants(service_settings(topics)) if not skip(g)]
+    client = admin()
+    for future in client.create_acls([g.binding(SERVICE_PRINCIPAL) for g in grants]).values():
+        future.result(30)
+    time.sleep(0.5)  # the StandardAuthorizer applies new ACLs from the metadata log, asynchronously
+    return grants
+
+
 def delete_topics(names: Sequence[str], bootstrap: str = BOOTSTRAP) -> None:
     if not names:
         return
@@ -152,7 +217,9 @@ def produce(
 ) -> int:
     """Lead events (dicts, encoded as Avro) or raw bytes, keyed by cid unless ``keys`` is given."""
     codec = Codec("lead_event")
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **CLIENT}
+    )
     key_list = list(keys) if keys is not None else None
     count = 0
     for index, record in enumerate(records):
@@ -189,6 +256,7 @@ def probe(bootstrap: str = BOOTSTRAP, group: str | None = None, **extra: Any) ->
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "log_level": 3,  # errors only: a reader's retries ("Coordinator load in progress") are noise
+            **CLIENT,
             **extra,
         }
     )

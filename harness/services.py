@@ -71,8 +71,11 @@ class LocalServices:
         return result.stdout
 
     def _env(self) -> dict[str, str]:
+        # The shape is this pair's own: a SECURE=1 (or other shape variable) of the caller's
+        # environment must not turn the fault suite's or the bench's pair into another shape.
+        inherited = {k: v for k, v in os.environ.items() if k not in ("SECURE", "KAFKA_BROKERS", "REDIS_HA")}
         return {
-            **os.environ,
+            **inherited,
             "SERVICES_DIR": str(self.directory),
             "KAFKA_PORT": str(self.kafka_port),
             "REDIS_PORT": str(self.redis_port),
@@ -115,6 +118,8 @@ class LocalServices:
         refuse servers started elsewhere, which faults sent through this folder would miss."""
         self._seed_jars()
         if self.shape:
+            if not require_owned and port_answers(self.kafka_port) and port_answers(self.redis_port):
+                return  # started elsewhere (make services-up): left running
             self.run("up")
             self.started.append("all")
             return

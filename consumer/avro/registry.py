@@ -135,6 +135,14 @@ class SchemaRegistry:
             return RegistryRefused(f"schema registry refused the request: HTTP {status} ({code})")
         return RegistryUnavailable(f"schema registry unavailable: HTTP {status}")
 
+    @property
+    def where(self) -> str:
+        return f"schema registry at {self._url}"  # the URL without its credentials
+
+    def probe(self) -> None:
+        """One authenticated request (the subject list): raises as any request does."""
+        self._request("/subjects")
+
     def writer_schema(self, schema_id: int) -> Schema:
         if schema_id not in self._by_id:
             try:

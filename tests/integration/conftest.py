@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.kafka import BOOTSTRAP, KAFKA_PORT, REDIS_PORT, REDIS_URL, Topics, create_topics
+from harness.kafka import (
+    BOOTSTRAP,
+    KAFKA_PORT,
+    REDIS_PORT,
+    REDIS_URL,
+    SECURE,
+    Topics,
+    create_topics,
+    grant_service_acls,
+    secure_env,
+)
 from harness.process import REPO, ConsumerProcess
 from harness.services import LocalServices
 
@@ -17,7 +27,7 @@ from harness.services import LocalServices
 def services() -> Iterator[None]:
     """Kafka on KAFKA_PORT (9092) and Redis on REDIS_PORT (6379), as `make services-up` starts
     them; started by the suite (and stopped after) when they do not answer."""
-    local = LocalServices(KAFKA_PORT, REDIS_PORT, REPO / ".services")
+    local = LocalServices(KAFKA_PORT, REDIS_PORT, REPO / ".services", shape={"SECURE": "1"} if SECURE else {})
     local.up()
     yield
     local.stop_started()
@@ -27,6 +37,8 @@ def services() -> Iterator[None]:
 def topics(services: None) -> Topics:
     fresh = Topics.fresh()
     create_topics(fresh.all(), configs=fresh.configs())
+    if SECURE:  # the service user may do exactly what `leadattr acls` lists, for these topics
+        grant_service_acls(fresh)
     return fresh
 
 
@@ -43,7 +55,13 @@ BASE_ENV = {
     # Fast group membership so restarts and rebalances in tests take seconds, not a minute.
     "LEADS_KAFKA_SESSION_TIMEOUT_MS": "6000",
     "LEADS_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+    # SECURE=1: SASL_SSL as the SCRAM user leadattr, Redis over TLS as the ACL user leadattr.
+    **(secure_env("consumer") if SECURE else {}),
 }
+
+# The operator commands (restore-state, replay, ...) run as an operator's principal, not the
+# service's: on the secured services, the admin user.
+OPERATOR_ENV = {k: v for k, v in secure_env("admin").items() if k.startswith("LEADS_")} if SECURE else {}
 
 StartConsumer = Callable[..., ConsumerProcess]
 

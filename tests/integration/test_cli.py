@@ -11,7 +11,7 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from consumer.avro.codec import Codec
-from harness.kafka import BOOTSTRAP, Topics
+from harness.kafka import BOOTSTRAP, CLIENT, Topics
 from harness.process import REPO
 from tests.integration.conftest import StartConsumer
 
@@ -33,7 +33,7 @@ def _leadattr(
 
 def _raw(topic: str, count: int) -> list[tuple[bytes | None, dict[str, object]]]:
     consumer = Consumer(
-        {"bootstrap.servers": BOOTSTRAP, "group.id": f"r-{topic}", "auto.offset.reset": "earliest"}
+        {"bootstrap.servers": BOOTSTRAP, "group.id": f"r-{topic}", "auto.offset.reset": "earliest", **CLIENT}
     )
     consumer.subscribe([topic])
     codec, out = Codec("lead_event"), []
@@ -96,7 +96,7 @@ def test_replay_sends_dead_letters_back_byte_for_byte(topics: Topics, start_cons
     assert result.returncode == 0 and "replayed invalid_mode: 1" in result.stderr, result.stderr
     original = next(d for d in dead if d["reason"] == "invalid_mode")
     consumer_ = Consumer(
-        {"bootstrap.servers": BOOTSTRAP, "group.id": f"r-{target}", "auto.offset.reset": "earliest"}
+        {"bootstrap.servers": BOOTSTRAP, "group.id": f"r-{target}", "auto.offset.reset": "earliest", **CLIENT}
     )
     consumer_.subscribe([target])
     replayed = []

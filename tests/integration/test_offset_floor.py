@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from harness.kafka import (
     BOOTSTRAP,
+    CLIENT,
     REDIS_URL,
     Topics,
     committed_offsets,
@@ -93,7 +94,7 @@ def test_group_offsets_moved_back_are_not_replayed_until_the_floor_is_cleared(
 
 
 def _create_again(topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP, **CLIENT})
     admin.delete_topics([topic])[topic].result(30)
     deadline = time.monotonic() + 60
     while True:  # the broker takes a moment to forget the old topic

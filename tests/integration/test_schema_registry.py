@@ -90,6 +90,7 @@ def test_refused_registry_credentials_stop_start_up_with_one_line(
         wait_ready=False,
         LEADS_SCHEMA_REGISTRY_URL=registry.url,
         LEADS_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO=wrong,
+        LEADS_STARTUP_TIMEOUT_SECONDS="1",
     )
     assert consumer.proc is not None
     assert consumer.proc.wait(60) == 3

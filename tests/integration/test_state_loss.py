@@ -11,7 +11,7 @@ import redis
 
 from harness.kafka import Topics, committed_offsets, create_topics, lead, produce, read_topic
 from harness.process import REPO, ConsumerProcess
-from tests.integration.conftest import StartConsumer
+from tests.integration.conftest import OPERATOR_ENV, StartConsumer
 
 CUSTOMERS = 30
 
@@ -86,7 +86,7 @@ def test_with_manual_restore_the_consumer_waits_for_restore_state(
     assert read_topic(topics.attributed, timeout_s=2, idle_s=1) == []  # nothing decided on the damage
     done = subprocess.run(
         [sys.executable, "-m", "consumer.cli", "restore-state"],
-        env={**consumer.env},
+        env={**consumer.env, **OPERATOR_ENV},
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -116,7 +116,7 @@ def test_a_redis_with_states_and_an_empty_changelog_is_never_restored_over(
     env = {**consumer.env}
     refused = subprocess.run(
         [sys.executable, "-m", "consumer.cli", "restore-state"],
-        env={**env, "LEADS_CHANGELOG_TOPIC": empty},
+        env={**env, **OPERATOR_ENV, "LEADS_CHANGELOG_TOPIC": empty},
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -127,7 +127,7 @@ def test_a_redis_with_states_and_an_empty_changelog_is_never_restored_over(
     assert len(list(redis_client.scan_iter(match=f"{topics.redis_prefix}:s:*"))) == CUSTOMERS  # untouched
     seeded = subprocess.run(
         [sys.executable, "-m", "consumer.cli", "restore-state", "--from-redis"],
-        env=env,
+        env={**env, **OPERATOR_ENV},
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -27,6 +27,9 @@ class StandinRegistry:
                 registry.requests += 1
                 if self._faulted():
                     return
+                if self.path == "/subjects":
+                    self._json(200, [])
+                    return
                 prefix = "/schemas/ids/"
                 if self.path.startswith(prefix) and self.path[len(prefix) :].isdigit():
                     text = registry.schemas.get(int(self.path[len(prefix) :]))
