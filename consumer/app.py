@@ -189,7 +189,9 @@ def build_runner(config: Config, health: Health | None = None) -> Runner:
     recovery = Recovery(
         store,
         health,
-        reader=lambda: ChangelogReader(cluster_config(config, "changelog"), s.changelog_topic, health.beat),
+        reader=lambda: ChangelogReader(
+            cluster_config(config, "changelog"), s.changelog_topic, s.consumer_group, health.beat
+        ),
         auto=s.state_restore == "auto",
     )
     runner = Runner(

@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the other way, once, after an upgrade from a release without a changelog: write Redis's "
         "states to the changelog (stop the consumers first)",
     )
+    topics = commands.add_parser(
+        "topics", help="create the service's topics, or check them against what it needs"
+    )
+    topics.add_argument("action", choices=["create", "check"])
     acls = commands.add_parser("acls", help="print the Kafka ACLs and the Redis ACL rule the service needs")
     acls.add_argument("--principal", default="User:leadattr", help="Kafka principal (default User:leadattr)")
     acls.add_argument("--redis-user", default="leadattr", help="Redis ACL user name (default leadattr)")
@@ -79,6 +83,7 @@ def _unready(config: Config, args: argparse.Namespace) -> bool:
         "replay": ([s.dead_letter_topic], False, False),
         "restore-state": ([s.changelog_topic], True, False),
         "clear-offset-floor": (None, True, False),
+        "topics": ([], False, False),
     }
     if args.command not in needs:
         return False
@@ -99,6 +104,16 @@ def _command(config: Config, args: argparse.Namespace) -> int:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
         return run(config)
+    if args.command == "topics":
+        from consumer.app import cluster_config  # noqa: PLC0415
+        from consumer.tools import topics  # noqa: PLC0415
+
+        base = cluster_config(config, "topics")
+        return (
+            topics.create(config.settings, base)
+            if args.action == "create"
+            else topics.check(config.settings, base)
+        )
     if args.command == "acls":
         from consumer.tools.acls import print_acls  # noqa: PLC0415
 

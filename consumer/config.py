@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # 1 with Sentinel (a failover then never loses an acknowledged batch), 0 without.
     redis_min_replicas: int | None = Field(default=None, ge=0, le=10)
     redis_replica_timeout_ms: int = Field(default=2000, ge=1, le=60_000)
+    # What `leadattr topics create` makes and `check` compares (consumer/tools/topics.py).
+    topic_partitions: int = Field(default=12, ge=1, le=10_000)
+    topic_replication_factor: int = Field(default=3, ge=1, le=10)
+    topic_min_insync_replicas: int = Field(default=2, ge=1, le=10)
+    # On three or more brokers, start-up refuses outputs with fewer than 2 replicas or
+    # min.insync.replicas < 2 (an acknowledged record lost with one broker); true allows them.
+    allow_unsafe_topics: bool = False
     # What happens when Redis lost state: restored from the changelog by the first instance that
     # notices (auto), or by an operator running `leadattr restore-state` (manual).
     state_restore: Literal["auto", "manual"] = "auto"

@@ -20,6 +20,7 @@ from typing import Any
 import redis as redis_client
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource  # not re-exported in its type stubs
 
 from consumer.avro.registry import RegistryRefused, RegistryUnavailable, registry_of
 from consumer.config import Config
@@ -92,6 +93,37 @@ def check_kafka(config: Config, base: dict[str, Any], topics: list[str]) -> None
                     f"{where}: not authorized for topic {topic} (the ACLs it needs: leadattr acls)"
                 ) from None
             raise StartupFailure(f"{where}: topic {topic}: {kafka_problem(error)}") from None
+    if topics and not s.allow_unsafe_topics:  # `leadattr topics` (no topics) is how they are put right
+        unsafe = unsafe_outputs(config, admin)
+        if unsafe:
+            raise StartupFailure(f"{where}: {unsafe[0]}")
+
+
+def unsafe_outputs(config: Config, admin: AdminClient) -> list[str]:
+    """On a cluster of three or more brokers, the outputs whose replication factor or
+    min.insync.replicas cannot keep an acknowledged record (acks=all) through the loss of a
+    broker: one line each. A smaller cluster is a development one: nothing to refuse."""
+    s = config.settings
+    metadata = admin.list_topics(timeout=CHECK_TIMEOUT_S)
+    if len(metadata.brokers) < 3:
+        return []
+    outputs = [s.attributed_topic, s.unlinked_topic, s.dead_letter_topic, s.changelog_topic]
+    lines = []
+    described = admin.describe_configs([ConfigResource("topic", name) for name in outputs])
+    for resource, future in described.items():
+        topic = metadata.topics.get(resource.name)
+        if topic is None:
+            continue
+        replicas = min(len(p.replicas) for p in topic.partitions.values())
+        configs = future.result(CHECK_TIMEOUT_S)
+        insync = int(configs["min.insync.replicas"].value) if "min.insync.replicas" in configs else 1
+        if replicas < 2 or insync < 2:
+            lines.append(
+                f"topic {resource.name}: replication factor {replicas}, min.insync.replicas {insync}: an "
+                "acknowledged record would not survive the loss of a broker (both must be >= 2; "
+                "LEADS_ALLOW_UNSAFE_TOPICS=true allows it for development)"
+            )
+    return lines
 
 
 def _redis_where(url: str, sentinels: str | None) -> str:

@@ -17,7 +17,6 @@ This module reads it: to its end, once no transaction is open on it.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -30,16 +29,18 @@ READ_BATCH = 1000
 
 
 class ChangelogReader:
-    """``settings``: librdkafka settings of the cluster (bootstrap servers, security)."""
+    """``settings``: librdkafka settings of the cluster (bootstrap servers, security). ``group``:
+    the service's consumer group: the readers only assign partitions (they never join it or
+    commit), and the service's principal may use no other group (consumer/tools/acls.py)."""
 
     def __init__(
-        self, settings: Mapping[str, Any], topic: str, beat: Callable[[], None] = lambda: None
+        self, settings: Mapping[str, Any], topic: str, group: str, beat: Callable[[], None] = lambda: None
     ) -> None:
         self.topic = topic
         self._beat = beat
         base = {
             **settings,
-            "group.id": f"leadattr-restore-{uuid.uuid4().hex[:8]}",
+            "group.id": group,
             "enable.auto.commit": False,
         }
         self._committed = Consumer(

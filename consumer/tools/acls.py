@@ -7,6 +7,7 @@ Kafka, for the principal the service authenticates as:
   Group  LEADS_CONSUMER_GROUP                        READ   (join, commit, fetch offsets)
   Topic  attributed, unlinked and dead-letter topics WRITE  (implies DESCRIBE)
   Topic  LEADS_CHANGELOG_TOPIC                       WRITE, READ (restored from when Redis lost state)
+  Topic  the four outputs                            DESCRIBE_CONFIGS (start-up checks min.insync.replicas)
   TransactionalId  "<group>-" prefixed (or LEADS_TRANSACTIONAL_ID literally)  WRITE  (exactly_once)
 No cluster-level permission: idempotent producers need only WRITE on a topic (KIP-679).
 
@@ -53,6 +54,9 @@ REDIS_COMMANDS = (
     "zrem",
     "zmscore",
     "unlink",
+    "multi",
+    "exec",
+    "discard",
     "lpush",
     "rpush",
     "lrange",
@@ -97,6 +101,11 @@ def kafka_grants(s: Settings) -> list[Grant]:
             for name in (s.attributed_topic, s.unlinked_topic, s.dead_letter_topic, s.changelog_topic)
         ),
         Grant(topic, s.changelog_topic, literal, AclOperation.READ),
+        # Start-up reads the outputs' min.insync.replicas (the refusal of unsafe outputs).
+        *(
+            Grant(topic, name, literal, AclOperation.DESCRIBE_CONFIGS)
+            for name in (s.attributed_topic, s.unlinked_topic, s.dead_letter_topic, s.changelog_topic)
+        ),
     ]
     if s.processing_guarantee is Guarantee.EXACTLY_ONCE:
         transactional = ResourceType.TRANSACTIONAL_ID

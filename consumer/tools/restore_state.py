@@ -52,7 +52,7 @@ def restore_state(config: Config, from_redis: bool) -> int:
         set_progress(store, committed_offsets(config))
         print(f"wrote {written} states from Redis to {s.changelog_topic}; progress set", file=sys.stderr)
         return 0
-    reader = ChangelogReader(cluster_config(config, "restore"), s.changelog_topic)
+    reader = ChangelogReader(cluster_config(config, "restore"), s.changelog_topic, s.consumer_group)
     try:
         done = restore(store, reader, lambda: committed_offsets(config))
     except RestoreRefused as refusal:

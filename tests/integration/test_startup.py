@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from harness.kafka import Topics, create_topics, lead, produce, read_topic
+from harness.kafka import SECURE, Topics, create_topics, grant_service_acls, lead, produce, read_topic
 from harness.process import REPO, free_port
 from tests.integration.conftest import StartConsumer
 
@@ -61,6 +61,8 @@ def test_a_missing_topic_keeps_start_up_waiting_and_not_ready_until_it_exists(
     start_consumer: StartConsumer,
 ) -> None:
     topics = Topics.fresh()  # nothing created yet
+    if SECURE:  # granted ahead: to a principal without them, a missing topic reads "not authorized"
+        grant_service_acls(topics)
     consumer = start_consumer(wait_ready=False, **topics.env(), LEADS_STARTUP_TIMEOUT_SECONDS="120")
     deadline, body = time.monotonic() + 20, ""
     while time.monotonic() < deadline:

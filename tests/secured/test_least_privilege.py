@@ -96,6 +96,10 @@ def test_the_service_works_with_exactly_the_listed_permissions(
         ("TOPIC", topics.changelog, "LITERAL", "WRITE"),
         ("TOPIC", topics.changelog, "LITERAL", "READ"),
         ("TRANSACTIONAL_ID", f"{topics.group}-", "PREFIXED", "WRITE"),
+        *(
+            ("TOPIC", name, "LITERAL", "DESCRIBE_CONFIGS")
+            for name in (topics.attributed, topics.unlinked, topics.dead_letter, topics.changelog)
+        ),
     }
     with _redis_user(redis_client, redis_acl_rule(topics.redis_prefix)) as url:
         consumer = start_consumer(LEADS_REDIS_URL=url)

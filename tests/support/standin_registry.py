@@ -5,8 +5,10 @@ tests against the real server are in tests/integration/test_schema_registry.py."
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Literal
 
 from harness.process import free_port
@@ -15,8 +17,12 @@ Mode = Literal["normal", "unavailable", "refused"]
 
 
 class StandinRegistry:
-    def __init__(self) -> None:
+    """``tls``: (certificate, key) to serve HTTPS with; ``client_ca``: then require a client
+    certificate signed by it."""
+
+    def __init__(self, tls: tuple[Path, Path] | None = None, client_ca: Path | None = None) -> None:
         self.port = free_port()
+        self.tls = tls is not None
         self.mode: Mode = "normal"
         self.schemas: dict[int, str] = {}  # id -> schema text
         self.requests = 0
@@ -69,11 +75,18 @@ class StandinRegistry:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            if client_ca is not None:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(str(client_ca))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def add(self, text: str) -> int:
         canonical = json.dumps(json.loads(text), sort_keys=True)
