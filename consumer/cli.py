@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the other way, once, after an upgrade from a release without a changelog: write Redis's "
         "states to the changelog (stop the consumers first)",
     )
+    tailer = commands.add_parser("tail", help="print a topic's committed records, decoded, as JSON lines")
+    tailer.add_argument("topic", help="attributed, unlinked, dead-letter, input, or one of their topic names")
+    tailer.add_argument("-n", type=int, default=10, help="the last N records (default 10)")
+    tailer.add_argument("--from-beginning", action="store_true", help="every record the topic holds")
+    tailer.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing new records (Ctrl-C stops)"
+    )
+    tailer.add_argument("--cid", help="only this customer's records")
     topics = commands.add_parser(
         "topics", help="create the service's topics, or check them against what it needs"
     )
@@ -84,6 +92,7 @@ def _unready(config: Config, args: argparse.Namespace) -> bool:
         "restore-state": ([s.changelog_topic], True, False),
         "clear-offset-floor": (None, True, False),
         "topics": ([], False, False),
+        "tail": ([], False, True),
     }
     if args.command not in needs:
         return False
@@ -104,6 +113,27 @@ def _command(config: Config, args: argparse.Namespace) -> int:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
         return run(config)
+    if args.command == "tail":
+        from consumer.app import cluster_config  # noqa: PLC0415
+        from consumer.tools.tail import resolve, tail  # noqa: PLC0415
+
+        try:
+            resolve(config.settings, args.topic)
+        except ValueError as error:
+            print(f"leadattr tail: {error}", file=sys.stderr)
+            return 2
+        try:
+            return tail(
+                config.settings,
+                cluster_config(config, "tail"),
+                args.topic,
+                args.n,
+                args.from_beginning,
+                args.follow,
+                args.cid,
+            )
+        except KeyboardInterrupt:
+            return 0
     if args.command == "topics":
         from consumer.app import cluster_config  # noqa: PLC0415
         from consumer.tools import topics  # noqa: PLC0415

@@ -24,7 +24,7 @@ from confluent_kafka.admin._config import ConfigResource  # not re-exported in i
 
 from consumer.avro.registry import RegistryRefused, RegistryUnavailable, registry_of
 from consumer.config import Config
-from consumer.state.redis_store import connect
+from consumer.state.connection import connect
 
 CHECK_TIMEOUT_S = 8.0  # each dependency answers, or fails, within this long
 

@@ -28,42 +28,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.connection import SSLConnection, parse_url
-from redis.sentinel import Sentinel
 
 from consumer.state.command import apply_command, wake_numbers
+from consumer.state.connection import connect
 from consumer.state.customer import PartitionKey, Write
 from consumer.state.keys import floor_member, legacy_member_cid, state_key
 from consumer.state.scripts import Script, applied_or_refused, script_text
 from consumer.state.store import LEGACY, Due, PartitionMark, Reading, Wake, nothing_applied, parse_journal
-
-# Short timeouts: an unreachable Redis must surface as an error the run loop can back off on, not as
-# a consumer hung past max.poll.interval.ms.
-_TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 3}
-
-
-def connect(url: str, sentinels: str | None = None, master: str | None = None) -> redis.Redis:
-    """A client of ``url``; with ``sentinels`` ("host:port,..."), of the primary that Sentinel
-    names ``master``, followed across failovers: a connection to a primary that went away, or was
-    demoted (READONLY), is dropped and the next one asks Sentinel again. Credentials, TLS and the
-    database come from ``url`` either way; Sentinel itself is reached over TLS when ``url`` is."""
-    if not sentinels:
-        return redis.Redis.from_url(url, health_check_interval=30, **_TIMEOUTS)
-    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
-    options.pop("host", None)
-    options.pop("port", None)
-    tls = options.pop("connection_class", None) is SSLConnection
-    tls_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
-    addresses = [
-        (host, int(port)) for host, port in (part.strip().rsplit(":", 1) for part in sentinels.split(","))
-    ]
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        addresses, sentinel_kwargs={**_TIMEOUTS, **({"ssl": True, **tls_options} if tls else {})}
-    )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        master or "", ssl=tls, health_check_interval=30, **_TIMEOUTS, **options
-    )
-    return client
 
 
 class RedisStore:
