@@ -1,58 +1,10 @@
 """The run loop: consume a batch, process it, commit it, sweep deadlines; survive faults.
 
-Batches overlap (LEADS_OVERLAP_COMMITS, on by default), so that neither the wait for Redis nor the
-wait for the broker adds to every batch (docs/performance.md). Each round of the loop:
-  1. consume the next batch;
-  2. read the Redis reply of the batch decided last round (BatchProcessor.finish: customers whose
-     state another instance changed meanwhile are read and decided again), and hand it to the
-     commit thread: its Kafka transaction (or flush and offset commit) runs from here;
-  3. meanwhile decode, validate and decide the new batch and send its write to Redis without
-     waiting for the reply (BatchProcessor.start);
-  4. join the commit; the new batch's write is read next round (step 2).
-Both waits release the GIL: the broker's while step 3 runs, Redis's while steps 4 and 1 run.
-What keeps this simple and safe:
-  - Only one write is ever in flight, and its reply is read before the next batch reads any
-    state: Redis runs a connection's commands in order, and a customer is never decided on
-    state older than the last write.
-  - consume() and poll(), and so the rebalance callbacks they run, are only called while no
-    commit is in flight. The batch in flight is committed before waiting for input (a quiet
-    topic never leaves one uncommitted) and in the revoke callback, before the partitions go.
-    Lost partitions drop it: never committed, its reply still read.
-  - Step 3 touches only Redis; every Kafka call (seeks, settling an unknown outcome, the
-    sweeper's records) happens on the run loop, with the commit joined.
-  - A batch that fails to commit is replayed from its first offsets like any other, and the batch
-    decided meanwhile is rewound with it; a Redis reply lost on the way (connection reset) has
-    its batch processed again from the start. In both cases the journal (only a committed
-    batch's entries are forgotten) makes the replay publish the same records.
-Only a batch of at least half LEADS_BATCH_SIZE overlaps: the consumer is then behind, and the
-overlap buys throughput. A smaller batch means it has caught up, and overlapping would only make its
-records wait for the commit of the batch before them too (make bench, docs/performance.md): it is
-processed, written and committed before the next is consumed, as every batch is with
-LEADS_OVERLAP_COMMITS=false.
-
-Faults, and what the loop does about them (never skipping a batch):
-  Redis unreachable or failing   the batch is processed again with backoff (0.2 s .. 5 s) until it
-                                 succeeds; readiness reports it; SIGTERM abandons the batch
-                                 (rewound, nothing was published) after a few tries (retry.py).
-  commit aborted                 seek back to the batch's first offsets and process it again: the
-                                 Redis journal makes the replay publish the same records.
-  commit outcome unknown         (commit_transaction failed, e.g. during a broker restart) ask the
-                                 group coordinator for the committed offsets, retrying until it
-                                 answers, and resume from them: replaying a batch that was in fact
-                                 committed would publish it twice (OffsetKeeper.settle).
-  broker unreachable             consume() returns nothing; readiness reports it, once.
-  partitions assigned            start them at the committed offsets asked for here, waiting for
-                                 offsets a dead owner's open transaction still holds; librdkafka
-                                 would start them from auto.offset.reset if a rebalance interrupted
-                                 that wait (OffsetKeeper.committed_starts).
-  committed offsets went back    (a broker crash was seen to do this) the first batch read finds
-                                 its start below the committed-offset floor kept in Redis: nothing
-                                 is decided, the partitions move up to the floor
-                                 (OffsetKeeper.skip_to_committed).
-The commit protocol (what a commit is, and what happens when it fails) lives in consumer/delivery/;
-beside this module: retry.py (a batch's Redis steps, retried), watchdog.py (blocked Kafka calls,
-librdkafka's statistics) and timers.py (the expiry sweep, the gauges). Each health state change
-is logged once, when it changes (consumer/health.py).
+Batches overlap (LEADS_OVERLAP_COMMITS): a batch is decided and its Redis write sent while the one
+before it commits. The rules that keep that safe, and what the loop does after each fault (never
+skipping a batch), are in docs/design.md ("The run loop"). The commit protocol lives in
+consumer/delivery/; beside this module: retry.py (a batch's Redis steps, retried), watchdog.py
+(blocked Kafka calls, librdkafka's statistics) and timers.py (the expiry sweep, the gauges).
 """
 
 from __future__ import annotations

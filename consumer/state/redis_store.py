@@ -1,25 +1,5 @@
-"""RedisStore: the state store production runs, on one Redis (or a primary with replicas).
-
-The committed-offset floor exists because the broker's word was seen to go backwards: right after
-a broker crash the group coordinator answered committed() with no offset, or an older one, and
-the partitions started there (make chaos, docs/chaos.md). Input below an offset that was once
-confirmed committed has been published and its journal entries forgotten: processing it again
-would publish it twice. So a confirmed commit is noted here (ZADD GT: it only moves forward) in
-the same script that then deletes its journal entries (committed.lua), every batch read checks
-its partitions against it, and the pipeline refuses a batch that starts below it. Entries are
-per topic id, so a topic deleted and created again starts without one. It is cleared only by an
-operator who means to replay (`leadattr clear-offset-floor`, after stopping the consumers).
-
-A batch costs three round trips' worth of commands, and the run loop waits for none of them
-alone. The read is one pipeline: the clean-ups queued since the last one (one script that raises
-the floor again and deletes committed journal fields), one MGET of every state, one HGETALL per
-input partition and one ZMSCORE of the floor. The write is one script: a compare-and-set per
-customer plus, for the customers that applied, one journal field per partition, one RPUSH per wake
-second and the counters; it is sent ahead (send_write) and its reply read in the run loop's next
-round. After the Kafka commit, the commit thread raises the floor at once (raise_floor, ZADD GT,
-its reply read later). A few commands per batch rather than several per customer is what keeps
-both the Python client and Redis cheap (docs/performance.md).
-"""
+"""RedisStore, the store production runs: one read pipeline and one write script per batch, and a
+committed-offset floor against committed offsets going back (docs/design.md, "The Redis store")."""
 
 from __future__ import annotations
 
@@ -48,8 +28,7 @@ class RedisStore:
         replica_timeout_ms: int = 2_000,
     ) -> None:
         self._r = client
-        # The replication barrier: a batch's write counts once this many replicas have it (WAIT).
-        self._min_replicas = min_replicas
+        self._min_replicas = min_replicas  # the barrier: a write counts once this many replicas have it
         self._replica_timeout_ms = replica_timeout_ms
         self._floors: dict[str, int] = {}  # member -> the least progress a write requires
         self._tokens: dict[str, str] = {}  # member -> this instance's fencing token
@@ -66,8 +45,7 @@ class RedisStore:
         self._topic_ids: dict[str, str] = {}
         self._queued_forget: dict[PartitionKey, list[str]] = {}
         self._queued_acks: list[tuple[Wake, int]] = []
-        # Connections whose ZADD (raise_floor, on the commit thread) awaits its reply being read.
-        self._unread: list[Any] = []
+        self._unread: list[Any] = []  # connections whose ZADD (raise_floor) awaits its reply being read
         self._unread_lock = threading.Lock()
         self.wake_key = f"{prefix}:wake"
         self.legacy_index_key = f"{prefix}:deadlines"
@@ -347,8 +325,7 @@ class RedisStore:
                 args += [offset, member]
             for names in self._queued_forget.values():
                 args += [len(names), *names]
-            # EVAL, not EVALSHA: a pipeline cannot reload a script Redis forgot; the text is small
-            # and Redis keeps it compiled.
+            # EVAL, not EVALSHA: a pipeline cannot reload a script Redis forgot (the text is small).
             pipe.eval(self._committed_script, len(keys), *keys, *args)
             commands += 1
         if self._queued_acks:
@@ -369,9 +346,8 @@ class RedisStore:
         return 1
 
     def _sent(self) -> None:
-        # After an error they stay queued and go again with the next command: all are idempotent
-        # (an ack whose head is gone is a no-op). Lost with the process, the floor is only lower,
-        # the journal expires and the wake entries are read again.
+        # After an error they stay queued and go again (all are idempotent; an ack whose head is gone
+        # is a no-op). Lost with the process: the floor is lower, the journal expires, wakes reread.
         self._queued_floor = {}
         self._queued_forget = {}
         self._queued_acks = []
