@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         "--follow", "-f", action="store_true", help="keep printing new records (Ctrl-C stops)"
     )
     tailer.add_argument("--cid", help="only this customer's records")
+    inspector = commands.add_parser(
+        "inspect", help="one customer's state as the service sees it (exit 1: none)"
+    )
+    inspector.add_argument("cid", help="the customerExternalId")
+    inspector.add_argument(
+        "--show-pii", action="store_true", help="show name, email, avatar, metadata unmasked"
+    )
     topics = commands.add_parser(
         "topics", help="create the service's topics, or check them against what it needs"
     )
@@ -93,6 +100,7 @@ def _unready(config: Config, args: argparse.Namespace) -> bool:
         "clear-offset-floor": (None, True, False),
         "topics": ([], False, False),
         "tail": ([], False, True),
+        "inspect": (None, True, False),
     }
     if args.command not in needs:
         return False
@@ -113,6 +121,10 @@ def _command(config: Config, args: argparse.Namespace) -> int:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
         return run(config)
+    if args.command == "inspect":
+        from consumer.tools.inspect_customer import inspect  # noqa: PLC0415
+
+        return inspect(config.settings, args.cid, args.show_pii)
     if args.command == "tail":
         from consumer.app import cluster_config  # noqa: PLC0415
         from consumer.tools.tail import resolve, tail  # noqa: PLC0415

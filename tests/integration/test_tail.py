@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from harness.kafka import BOOTSTRAP, Topics, lead, produce, read_topic
 from harness.process import REPO
@@ -58,3 +59,43 @@ def test_tail_prints_decoded_committed_records_filtered_by_customer(
     assert [d["reason"] for d in dead] == ["undecodable"]
     assert base64.b64decode(str(dead[0]["value"])) == b"\x00garbage"
     assert _tail(topics, "unlinked", "--from-beginning") == []
+
+
+def _inspect(topics: Topics, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "inspect", *args],
+        env={**os.environ, **topics.env(), **OPERATOR_ENV},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_inspect_shows_a_pending_lead_masked_and_exits_1_without_state(
+    topics: Topics, start_consumer: StartConsumer
+) -> None:
+    consumer = start_consumer(LEADS_PENDING_TTL_SECONDS="3600")
+    produce(
+        topics.input,
+        [lead("insp-1", "signup_started", clickId="click-i", mode="deferred", customerEmail="i@example.com")],
+    )
+    deadline = time.monotonic() + 20
+    while (found := _inspect(topics, "insp-1")).returncode != 0:
+        assert time.monotonic() < deadline, found.stderr
+    shown = json.loads(found.stdout)
+    [pending] = shown["pending"]
+    assert (pending["clickId"], pending["eventName"], pending["customerEmail"]) == (
+        "click-i",
+        "signup_started",
+        "***",
+    )
+    assert pending["fallsDueAt"] > pending["arrivedAt"]
+    assert "i@example.com" not in found.stdout
+    unmasked = json.loads(_inspect(topics, "insp-1", "--show-pii").stdout)
+    assert unmasked["pending"][0]["customerEmail"] == "i@example.com"
+    missing = _inspect(topics, "nobody")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "no state for this customer" in missing.stderr
+    assert consumer.stop() == 0
