@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from consumer.avro.codec import Codec
+from consumer.avro.registry import registry_of
 from consumer.config import Config
+from consumer.tools.progress import Progress
 
 _POLL_S = 1.0
 _IDLE_POLLS = 3  # consecutive empty polls that mean "nothing more to read"
@@ -36,7 +38,7 @@ def replay(
     config: Config, reasons: set[str] | None, target: str | None, dry_run: bool, limit: int | None = None
 ) -> ReplaySummary:
     s = config.settings
-    codec = Codec("dead_letter")
+    codec = Codec("dead_letter", registry_of(s))  # framed like every output when a registry is set
     consumer = Consumer(
         {
             "bootstrap.servers": s.kafka_bootstrap_servers,
@@ -58,6 +60,7 @@ def replay(
             ends[partition] = high
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
     scanned, selected = 0, Counter[str]()
+    progress = Progress(f"scanning {topic}", sum(ends.values()))
     idle = 0
     try:
         # Transaction markers take offsets too, so "done" is judged by position, not by the last record.
@@ -71,6 +74,7 @@ def replay(
                 if message.error() or partition is None or offset is None or offset >= ends.get(partition, 0):
                     continue
                 scanned += 1
+                progress.update(scanned)
                 record = codec.decode(message.value() or b"")
                 if reasons and record["reason"] not in reasons:
                     continue
@@ -78,12 +82,18 @@ def replay(
                     break
                 selected[record["reason"]] += 1
                 if not dry_run:
-                    producer.produce(
-                        target or record["sourceTopic"], key=record["key"], value=record["value"]
-                    )
+                    while True:
+                        try:
+                            producer.produce(
+                                target or record["sourceTopic"], key=record["key"], value=record["value"]
+                            )
+                            break
+                        except BufferError:  # the producer's queue is full: let it drain
+                            producer.poll(0.1)
                     producer.poll(0)
         if not dry_run and producer.flush(30):
             raise RuntimeError("not every replayed record was delivered")
     finally:
+        progress.done()
         consumer.close()
     return ReplaySummary(scanned, selected)

@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 from consumer.avro.codec import Codec
 from consumer.avro.registry import registry_of
 from consumer.config import Config
+from consumer.tools.progress import Progress
 
 
 class PayloadError(ValueError):
@@ -74,15 +75,23 @@ def send(config: Config, records: list[dict[str, Any]], topic: str | None = None
         if err is not None:
             failures.append(err.str())
 
-    for record in records:
-        producer.produce(
-            target,
-            key=record["customerExternalId"].encode(),
-            value=codec.encode(record),
-            on_delivery=on_delivery,
-        )
+    progress = Progress(f"sending to {target}", len(records))
+    for count, record in enumerate(records, 1):
+        while True:
+            try:
+                producer.produce(
+                    target,
+                    key=record["customerExternalId"].encode(),
+                    value=codec.encode(record),
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:  # librdkafka's queue is full (a large file): let it drain
+                producer.poll(0.1)
         producer.poll(0)
+        progress.update(count)
     remaining = producer.flush(30)
+    progress.done()
     if remaining or failures:
         raise RuntimeError(f"{remaining + len(failures)} events not delivered: {failures[:1]}")
     return len(records)
