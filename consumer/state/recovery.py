@@ -80,6 +80,7 @@ def restore(
     committed: CommittedOffsets,
     beat: Callable[[], None] = lambda: None,
     from_redis: bool = False,
+    read: Callable[[int], None] = lambda records: None,
 ) -> Restored:
     """Rebuild the state from the changelog (see the module docstring), under the restore lock.
     RestoreRefused when another restore holds the lock, or the changelog is empty while Redis
@@ -107,6 +108,7 @@ def restore(
             lock.renew()
             beat()
             records += len(chunk)
+            read(records)
             pipe = client.pipeline(transaction=False)
             for cid, state in chunk:
                 key = store.state_key(cid)

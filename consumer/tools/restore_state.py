@@ -18,6 +18,7 @@ from consumer.state.changelog import ChangelogReader
 from consumer.state.customer import PartitionKey
 from consumer.state.recovery import RestoreRefused, restore, set_progress
 from consumer.state.redis_store import RedisStore
+from consumer.tools.progress import Progress
 
 
 def committed_offsets(config: Config) -> dict[PartitionKey, int]:
@@ -53,12 +54,14 @@ def restore_state(config: Config, from_redis: bool) -> int:
         print(f"wrote {written} states from Redis to {s.changelog_topic}; progress set", file=sys.stderr)
         return 0
     reader = ChangelogReader(cluster_config(config, "restore"), s.changelog_topic, s.consumer_group)
+    progress = Progress(f"restoring from {s.changelog_topic}")
     try:
-        done = restore(store, reader, lambda: committed_offsets(config))
+        done = restore(store, reader, lambda: committed_offsets(config), read=progress.update)
     except RestoreRefused as refusal:
         print(f"leadattr restore-state: refused: {refusal}", file=sys.stderr)
         return 1
     finally:
+        progress.done()
         reader.close()
     print(
         f"restored {done.states} customer states from {done.records} changelog records in {done.seconds:.1f}s",
