@@ -69,6 +69,14 @@ def _client_security() -> dict[str, str]:
 
 
 CLIENT: dict[str, str] = _client_security()
+
+
+def security(bootstrap: str) -> dict[str, str]:
+    """CLIENT for the suite's own broker; nothing for another (the fault suite's, a test's cluster:
+    plaintext whatever shape the suite runs on)."""
+    return CLIENT if bootstrap == BOOTSTRAP else {}
+
+
 REDIS_URL = secure_env("admin")["LEADS_REDIS_URL"] if SECURE else f"redis://127.0.0.1:{REDIS_PORT}/0"
 if SECURE:
     # Commands and clients the tests start inherit the admin's credentials; the consumer under
@@ -138,7 +146,7 @@ class Topics:
 
 
 def admin(bootstrap: str = BOOTSTRAP, **extra: Any) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 2, **CLIENT, **extra})
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 2, **security(bootstrap), **extra})
 
 
 def create_topics(
@@ -218,7 +226,7 @@ def produce(
     """Lead events (dicts, encoded as Avro) or raw bytes, keyed by cid unless ``keys`` is given."""
     codec = Codec("lead_event")
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **CLIENT}
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **security(bootstrap)}
     )
     key_list = list(keys) if keys is not None else None
     count = 0
@@ -256,7 +264,7 @@ def probe(bootstrap: str = BOOTSTRAP, group: str | None = None, **extra: Any) ->
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "log_level": 3,  # errors only: a reader's retries ("Coordinator load in progress") are noise
-            **CLIENT,
+            **security(bootstrap),
             **extra,
         }
     )

@@ -63,7 +63,7 @@ class Fleet:
         if stable_id:
             merged["LEADS_TRANSACTIONAL_ID"] = f"{merged['LEADS_CONSUMER_GROUP']}-{slot}"
         count = sum(1 for inc in self.history if inc.slot == slot)
-        process = ConsumerProcess(merged, self.log_dir / f"{slot}-{count}.log")
+        process = ConsumerProcess(merged, self.log_dir / f"{slot}-{count}.log", clean=True)
         process.start(wait_ready=False)
         incarnation = Incarnation(slot, process, time.monotonic(), stable_id=stable_id, env=own)
         self.slots[slot] = incarnation
