@@ -70,6 +70,10 @@ class Context:
             "LEADS_BATCH_SIZE": str(self.batch_size),
             "LEADS_LOG_LEVEL": LOG_LEVEL,
             **topics.env(),
+            # Every phase (and every repeat) drains the same input with a group and Redis prefix of
+            # its own: with the topic set's group, a phase after the first started at the end.
+            "LEADS_CONSUMER_GROUP": f"bench-{self.run_id}-{label}",
+            "LEADS_REDIS_PREFIX": self.prefix(label),
         }
         wait = batch_wait_ms if batch_wait_ms is not None else self.batch_wait_ms
         if wait is not None:
