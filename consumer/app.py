@@ -237,7 +237,9 @@ def wait_for_dependencies(config: Config, health: Health, stop: threading.Event)
     deadline = time.monotonic() + config.settings.startup_timeout_seconds
     logged: dict[str, float] = {}
     while not stop.is_set():
-        problems = preflight.failures(config, cluster_config(config, "preflight"), topics_of(config))
+        problems = preflight.failures(
+            config, cluster_config(config, "preflight"), topics_of(config), refuse_unsafe=True
+        )
         health.startup_problem = "; ".join(problems) or None
         if not problems:
             return True

@@ -21,10 +21,12 @@ import redis as redis_client
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource  # not re-exported in its type stubs
+from confluent_kafka.admin._metadata import ClusterMetadata
 
 from consumer.avro.registry import RegistryRefused, RegistryUnavailable, registry_of
 from consumer.config import Config
 from consumer.state.connection import connect
+from consumer.tools.topics import replication_factor
 
 CHECK_TIMEOUT_S = 8.0  # each dependency answers, or fails, within this long
 
@@ -51,19 +53,19 @@ def kafka_problem(error: KafkaError) -> str:
     return f"{kind}: {error.str()}"
 
 
-def check_kafka(config: Config, base: dict[str, Any], topics: list[str]) -> None:
-    """The cluster answers and each topic exists and is visible to this principal."""
+def check_kafka(config: Config, base: dict[str, Any], topics: list[str], refuse_unsafe: bool = False) -> None:
+    """The cluster answers and each topic exists and is visible to this principal; with
+    ``refuse_unsafe`` (`leadattr run`), no output a broker's loss would lose."""
     s = config.settings
     where = f"kafka at {s.kafka_bootstrap_servers}"
     errors: list[KafkaError] = []
     settings: dict[str, Any] = {**base, "error_cb": errors.append, "log_level": 0}
     admin = AdminClient(settings)
     deadline = time.monotonic() + CHECK_TIMEOUT_S
-    answered = False
-    while not answered and time.monotonic() < deadline:
+    metadata = None
+    while metadata is None and time.monotonic() < deadline:
         try:
-            admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-            answered = True
+            metadata = admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
         except KafkaException as exc:
             admin.poll(0)  # serves error_cb: librdkafka's own words on why (refused, TLS, SASL)
             if any(e.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL) for e in errors):
@@ -71,7 +73,7 @@ def check_kafka(config: Config, base: dict[str, Any], topics: list[str]) -> None
             if not errors:
                 errors.append(exc.args[0])
     admin.poll(0)
-    if not answered:
+    if metadata is None:
         worst = next(
             (e for e in errors if e.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL)),
             next((e for e in errors if e.code() == KafkaError._TRANSPORT), None)
@@ -93,18 +95,17 @@ def check_kafka(config: Config, base: dict[str, Any], topics: list[str]) -> None
                     f"{where}: not authorized for topic {topic} (the ACLs it needs: leadattr acls)"
                 ) from None
             raise StartupFailure(f"{where}: topic {topic}: {kafka_problem(error)}") from None
-    if topics and not s.allow_unsafe_topics:  # `leadattr topics` (no topics) is how they are put right
-        unsafe = unsafe_outputs(config, admin)
+    if refuse_unsafe and not s.allow_unsafe_topics:
+        unsafe = unsafe_outputs(config, admin, metadata)
         if unsafe:
             raise StartupFailure(f"{where}: {unsafe[0]}")
 
 
-def unsafe_outputs(config: Config, admin: AdminClient) -> list[str]:
+def unsafe_outputs(config: Config, admin: AdminClient, metadata: ClusterMetadata) -> list[str]:
     """On a cluster of three or more brokers, the outputs whose replication factor or
     min.insync.replicas cannot keep an acknowledged record (acks=all) through the loss of a
     broker: one line each. A smaller cluster is a development one: nothing to refuse."""
     s = config.settings
-    metadata = admin.list_topics(timeout=CHECK_TIMEOUT_S)
     if len(metadata.brokers) < 3:
         return []
     outputs = [s.attributed_topic, s.unlinked_topic, s.dead_letter_topic, s.changelog_topic]
@@ -114,7 +115,7 @@ def unsafe_outputs(config: Config, admin: AdminClient) -> list[str]:
         topic = metadata.topics.get(resource.name)
         if topic is None:
             continue
-        replicas = min(len(p.replicas) for p in topic.partitions.values())
+        replicas = replication_factor(topic)
         configs = future.result(CHECK_TIMEOUT_S)
         insync = int(configs["min.insync.replicas"].value) if "min.insync.replicas" in configs else 1
         if replicas < 2 or insync < 2:
@@ -185,12 +186,13 @@ def failures(
     topics: list[str] | None,
     redis: bool = True,
     registry: bool = True,
+    refuse_unsafe: bool = False,
 ) -> list[str]:
     """The dependencies asked for (Kafka with ``topics`` unless None, Redis, the registry when one is
     set) checked in parallel, so the slowest bounds the wait; each failure one line."""
     checks: list[tuple[str, Callable[[], None]]] = []
     if topics is not None:
-        checks.append(("kafka", lambda: check_kafka(config, kafka_base, topics)))
+        checks.append(("kafka", lambda: check_kafka(config, kafka_base, topics, refuse_unsafe)))
     if redis:
         checks.append(("redis", lambda: check_redis(config)))
     if registry:

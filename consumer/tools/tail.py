@@ -112,10 +112,10 @@ def tail(
             else:
                 starts.append(TopicPartition(topic, partition, OFFSET_END))
         consumer.assign(starts)
-        shown = _read(consumer, codec.decode, partitions, follow, cid, out, None if from_beginning else last)
+        _read(consumer, codec.decode, partitions, follow, cid, out, None if from_beginning else last)
     finally:
         consumer.close()
-    return 0 if shown >= 0 else 1
+    return 0
 
 
 def _read(
@@ -126,11 +126,10 @@ def _read(
     cid: str | None,
     out: TextIO,
     last: int | None,
-) -> int:
+) -> None:
     ended: set[int] = set()
     held: list[dict[str, Any]] = []  # the backlog, printed sorted once read (the last N of it)
     backlog = True
-    shown = 0
     quiet_since = time.monotonic()
     while True:
         messages = consumer.consume(500, 0.5)
@@ -149,7 +148,6 @@ def _read(
             else:
                 out.write(json.dumps(_plain(record)) + "\n")
                 out.flush()
-                shown += 1
         if messages:
             quiet_since = time.monotonic()
         if backlog and (len(ended) == len(partitions) or time.monotonic() - quiet_since > _IDLE_S * 5):
@@ -157,7 +155,6 @@ def _read(
             held.sort(key=lambda r: (r["_timestamp"], r["_partition"], r["_offset"]))
             for record in held[-last:] if last else held:
                 out.write(json.dumps(_plain(record)) + "\n")
-                shown += 1
             out.flush()
             if not follow:
-                return shown
+                return

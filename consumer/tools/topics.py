@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource  # not re-exported in its type stubs
+from confluent_kafka.admin._metadata import TopicMetadata
 from confluent_kafka.cimpl import NewTopic
 
 from consumer.config import Settings
@@ -50,6 +51,11 @@ def specs(s: Settings) -> list[TopicSpec]:
             {**durable, "cleanup.policy": "compact", "retention.ms": "-1"},
         ),
     ]
+
+
+def replication_factor(topic: TopicMetadata) -> int:
+    """The fewest replicas any partition of the topic has."""
+    return min(len(p.replicas) for p in topic.partitions.values())
 
 
 def _admin(base: dict[str, Any]) -> AdminClient:
@@ -106,7 +112,7 @@ def differences(s: Settings, base: dict[str, Any]) -> list[str]:
         partitions = metadata.topics[spec.name].partitions
         if len(partitions) != s.topic_partitions:
             lines.append(f"{spec.name}: partitions {len(partitions)}, expected {s.topic_partitions}")
-        replicas = min(len(p.replicas) for p in partitions.values())
+        replicas = replication_factor(metadata.topics[spec.name])
         if replicas != s.topic_replication_factor:
             lines.append(f"{spec.name}: replication factor {replicas}, expected {s.topic_replication_factor}")
     if present:
