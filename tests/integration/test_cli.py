@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from confluent_kafka import Consumer
 
 from consumer.avro.codec import Codec
 from harness.kafka import BOOTSTRAP, CLIENT, Topics
-from harness.process import REPO
 from tests.integration.conftest import StartConsumer
-
-
-def _leadattr(
-    args: list[str], env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", *args],
-        env={**os.environ, "LEADS_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, **env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+from tests.support.cli import leadattr
 
 
 def _raw(topic: str, count: int) -> list[tuple[bytes | None, dict[str, object]]]:
@@ -55,12 +37,12 @@ def test_send_publishes_json_as_avro_keyed_by_cid(topics: Topics, tmp_path: Path
     path = tmp_path / "leads.jsonl"
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     env = {"LEADS_INPUT_TOPIC": topics.input}
-    assert _leadattr(["send", "--file", str(path)], env).returncode == 0
-    single = _leadattr(
+    assert leadattr(["send", "--file", str(path)], env).returncode == 0
+    single = leadattr(
         ["send", json.dumps({"customerExternalId": "cust-3", "eventName": "email_verified"})], env
     )
     assert single.returncode == 0
-    assert _leadattr(["send"], env, stdin=json.dumps(lines[0])).returncode == 0
+    assert leadattr(["send"], env, stdin=json.dumps(lines[0])).returncode == 0
     records = _raw(topics.input, 4)
     assert sorted((k, v["customerExternalId"]) for k, v in records) == [
         (b"cust-1", "cust-1"),
@@ -74,7 +56,7 @@ def test_send_refuses_a_bad_payload_and_sends_nothing(topics: Topics) -> None:
     bad = "\n".join(
         [json.dumps({"customerExternalId": "c", "eventName": "x"}), json.dumps({"eventName": "y"})]
     )
-    result = _leadattr(["send"], {"LEADS_INPUT_TOPIC": topics.input}, stdin=bad)
+    result = leadattr(["send"], {"LEADS_INPUT_TOPIC": topics.input}, stdin=bad)
     assert result.returncode == 2
     assert "line 2: customerExternalId" in result.stderr
     assert _raw(topics.input, 1) == []
@@ -90,9 +72,9 @@ def test_replay_sends_dead_letters_back_byte_for_byte(topics: Topics, start_cons
     target = topics.input + ".replayed"
     create_topics([target], partitions=1)
     env = {**topics.env(), "LEADS_INPUT_TOPIC": topics.input}
-    dry = _leadattr(["replay", "--reason", "invalid_mode", "--to", target, "--dry-run"], env)
+    dry = leadattr(["replay", "--reason", "invalid_mode", "--to", target, "--dry-run"], env)
     assert dry.returncode == 0 and "would replay invalid_mode: 1" in dry.stderr
-    result = _leadattr(["replay", "--reason", "invalid_mode", "--to", target], env)
+    result = leadattr(["replay", "--reason", "invalid_mode", "--to", target], env)
     assert result.returncode == 0 and "replayed invalid_mode: 1" in result.stderr, result.stderr
     original = next(d for d in dead if d["reason"] == "invalid_mode")
     consumer_ = Consumer(

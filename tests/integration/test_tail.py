@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 import time
 
-from harness.kafka import BOOTSTRAP, Topics, lead, produce, read_topic
-from harness.process import REPO
+from harness.kafka import Topics, lead, produce, read_topic
 from tests.integration.conftest import OPERATOR_ENV, StartConsumer
+from tests.support.cli import leadattr
 
 
 def _tail(topics: Topics, *args: str) -> list[dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "tail", *args],
-        env={**os.environ, "LEADS_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, **topics.env(), **OPERATOR_ENV},
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    result = leadattr(["tail", *args], {**topics.env(), **OPERATOR_ENV})
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
 
@@ -62,15 +52,7 @@ def test_tail_prints_decoded_committed_records_filtered_by_customer(
 
 
 def _inspect(topics: Topics, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "inspect", *args],
-        env={**os.environ, **topics.env(), **OPERATOR_ENV},
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    return leadattr(["inspect", *args], {**topics.env(), **OPERATOR_ENV})
 
 
 def test_inspect_shows_a_pending_lead_masked_and_exits_1_without_state(
