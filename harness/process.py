@@ -129,6 +129,16 @@ class ConsumerProcess:
         """Value of one sample, e.g. metric("leads_attributed_total", 'mode="direct"'); 0 if absent."""
         return self.metrics().get(f"{name}{{{labels}}}" if labels else name, 0.0)
 
+    def wait_metric(self, name: str, value: float, labels: str = "", timeout_s: float = 15.0) -> float:
+        """Poll one sample until it equals value (gauges refresh on their own timers); returns the
+        last value read, so the caller's assert shows what it was when the time ran out."""
+        deadline = time.monotonic() + timeout_s
+        current = self.metric(name, labels)
+        while current != value and time.monotonic() < deadline:
+            time.sleep(0.25)
+            current = self.metric(name, labels)
+        return current
+
     def stop(self, timeout_s: float = 40.0) -> int:
         """SIGTERM, as Kubernetes does; returns the exit code (-9 when it had to be killed)."""
         assert self.proc is not None
