@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     inspector.add_argument(
         "--show-pii", action="store_true", help="show name, email, avatar, metadata unmasked"
     )
+    forgetter = commands.add_parser(
+        "forget",
+        help="erase everything held for a customer (Redis, changelog) and publish an erasure record",
+    )
+    forgetter.add_argument("cid", help="the customerExternalId")
+    forgetter.add_argument(
+        "--request-id", help="your reference for the request, carried in the erasure record"
+    )
     topics = commands.add_parser(
         "topics", help="create the service's topics, or check them against what it needs"
     )
@@ -101,6 +109,7 @@ def _unready(config: Config, args: argparse.Namespace) -> bool:
         "topics": ([], False, False),
         "tail": ([], False, True),
         "inspect": (None, True, False),
+        "forget": ([s.changelog_topic, s.erasure_topic], True, True),
     }
     if args.command not in needs:
         return False
@@ -125,6 +134,10 @@ def _command(config: Config, args: argparse.Namespace) -> int:
         from consumer.tools.inspect_customer import inspect  # noqa: PLC0415
 
         return inspect(config.settings, args.cid, args.show_pii)
+    if args.command == "forget":
+        from consumer.tools.forget import forget_command  # noqa: PLC0415
+
+        return forget_command(config, args.cid, args.request_id)
     if args.command == "tail":
         from consumer.app import cluster_config  # noqa: PLC0415
         from consumer.tools.tail import resolve, tail  # noqa: PLC0415

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # The customers' states, compacted, written in each batch's transaction: what Redis is rebuilt
     # from when it lost state (consumer/state/changelog.py).
     changelog_topic: str = "leads.state-changelog"
+    # `leadattr forget` publishes an erasure record here, for the pipelines downstream.
+    erasure_topic: str = "leads.erasures"
     consumer_group: str = "lead-attribution"
     pending_ttl_seconds: PositiveSeconds = 604800
     orphan_grace_seconds: PositiveSeconds = 300

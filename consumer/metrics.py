@@ -31,6 +31,9 @@ DUPLICATES = Counter("leads_duplicates", "Duplicate events ignored.", ["kind"], 
 PENDING = Gauge("leads_pending", "Deferred leads waiting for verification (cluster-wide).", registry=REGISTRY)
 # Early Event 2s held for the grace period, from Redis.
 HELD = Gauge("leads_held_verifications", "Verification events waiting for Event 1.", registry=REGISTRY)
+# Erasures carried out by `leadattr forget`, cluster-wide (a Redis counter): every instance reports
+# the same total.
+ERASURES = Counter("leads_erasures", "Customers erased by leadattr forget (cluster-wide).", registry=REGISTRY)
 VERIFICATION_DELAY = Histogram(
     "leads_verification_delay_seconds",
     "Processing time from Event 1 to its verification event.",

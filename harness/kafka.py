@@ -84,7 +84,12 @@ if SECURE:
     os.environ.update({k: v for k, v in secure_env("admin").items() if k.startswith("LEADS_")})
 
 LEAD_FIELDS = ("clickId", "mode", "timestamp", "customerName", "customerEmail", "customerAvatar", "metadata")
-SCHEMA_OF = {"attributed": "attributed_lead", "unlinked": "unlinked_lead", "dead-letter": "dead_letter"}
+SCHEMA_OF = {
+    "attributed": "attributed_lead",
+    "unlinked": "unlinked_lead",
+    "dead-letter": "dead_letter",
+    "erasures": "erasure",
+}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -122,8 +127,13 @@ class Topics:
     def changelog(self) -> str:
         return f"{self.name}.state-changelog"
 
+    @property
+    def erasures(self) -> str:
+        return f"{self.name}.erasures"
+
     def all(self) -> list[str]:
-        return [self.input, *self.outputs()]
+        """Every topic of the service: the input, the consumer's outputs, the erasure records."""
+        return [self.input, *self.outputs(), self.erasures]
 
     def outputs(self) -> list[str]:
         """Every topic the consumer writes: the three outputs and the state changelog."""
@@ -140,6 +150,7 @@ class Topics:
             "LEADS_UNLINKED_TOPIC": self.unlinked,
             "LEADS_DEAD_LETTER_TOPIC": self.dead_letter,
             "LEADS_CHANGELOG_TOPIC": self.changelog,
+            "LEADS_ERASURE_TOPIC": self.erasures,
             "LEADS_CONSUMER_GROUP": self.group,
             "LEADS_REDIS_PREFIX": self.redis_prefix,
         }

@@ -66,6 +66,7 @@ class Timers:
         self.sweep_interval_s = sweep_interval_s
         self.next_sweep = 0.0  # monotonic times the timers are due
         self.next_counts = 0.0
+        self.erasures_seen = 0
 
     def run_due(self) -> None:
         now = time.monotonic()
@@ -78,6 +79,10 @@ class Timers:
                 pending, held = self.store.counts()
                 metrics.PENDING.set(pending)
                 metrics.HELD.set(held)
+                erasures = self.store.erasures()
+                if erasures > self.erasures_seen:  # a counter: raised by what was added since
+                    metrics.ERASURES.inc(erasures - self.erasures_seen)
+                    self.erasures_seen = erasures
             except redis.RedisError as error:
                 metrics.REDIS_ERRORS.inc()
                 self.health.report_redis(False, error)

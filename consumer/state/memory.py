@@ -216,6 +216,9 @@ class InMemoryStore:
     def counts(self) -> tuple[int, int]:
         return self.pending, self.held
 
+    def erasures(self) -> int:
+        return 0  # `leadattr forget` works on Redis only
+
     def ping(self) -> None:
         return None
 

@@ -12,7 +12,7 @@ import redis
 from consumer.state.command import apply_command, wake_numbers
 from consumer.state.connection import connect
 from consumer.state.customer import PartitionKey, Write
-from consumer.state.keys import floor_member, legacy_member_cid, state_key
+from consumer.state.keys import erasures_key, floor_member, legacy_member_cid, state_key
 from consumer.state.scripts import Script, applied_or_refused, script_text
 from consumer.state.store import LEGACY, Due, PartitionMark, Reading, Wake, nothing_applied, parse_journal
 
@@ -387,6 +387,9 @@ class RedisStore:
     def counts(self) -> tuple[int, int]:
         pending, held = self._r.mget([self.pending_key, self.held_key])
         return int(pending or 0), int(held or 0)
+
+    def erasures(self) -> int:
+        return int(self._r.get(erasures_key(self._prefix)) or 0)
 
     def ping(self) -> None:
         self._r.ping()

@@ -175,6 +175,10 @@ class StateStore(Protocol):
 
     def counts(self) -> tuple[int, int]: ...
 
+    def erasures(self) -> int:
+        """How many erasures `leadattr forget` carried out (consumer/tools/forget.py)."""
+        ...
+
     def ping(self) -> None: ...
 
 

@@ -8,6 +8,7 @@ Kafka, for the principal the service authenticates as:
   Topic  attributed, unlinked and dead-letter topics WRITE  (implies DESCRIBE)
   Topic  LEADS_CHANGELOG_TOPIC                       WRITE, READ (restored from when Redis lost state)
   Topic  the four outputs                            DESCRIBE_CONFIGS (start-up checks min.insync.replicas)
+  Topic  LEADS_ERASURE_TOPIC                         WRITE  (`leadattr forget`'s erasure records)
   TransactionalId  "<group>-" prefixed (or LEADS_TRANSACTIONAL_ID literally)  WRITE  (exactly_once)
 No cluster-level permission: idempotent producers need only WRITE on a topic (KIP-679).
 
@@ -25,7 +26,7 @@ from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
 from consumer.config import Guarantee, Settings
 
-# Every command the consumer, restore-state and the Lua scripts (consumer/state/lua) send.
+# Every command the consumer, restore-state, forget and the Lua scripts (consumer/state/lua) send.
 REDIS_COMMANDS = (
     "ping",
     "auth",
@@ -62,7 +63,10 @@ REDIS_COMMANDS = (
     "lrange",
     "lindex",
     "ltrim",
+    "lpos",
+    "lset",
     "scan",
+    "zscan",
 )
 
 
@@ -101,6 +105,7 @@ def kafka_grants(s: Settings) -> list[Grant]:
             for name in (s.attributed_topic, s.unlinked_topic, s.dead_letter_topic, s.changelog_topic)
         ),
         Grant(topic, s.changelog_topic, literal, AclOperation.READ),
+        Grant(topic, s.erasure_topic, literal, AclOperation.WRITE),
         # Start-up reads the outputs' min.insync.replicas (the refusal of unsafe outputs).
         *(
             Grant(topic, name, literal, AclOperation.DESCRIBE_CONFIGS)

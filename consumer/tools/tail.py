@@ -3,7 +3,7 @@
 `leadattr tail attributed` prints the last 10 records; `-n N` the last N (by timestamp, across
 partitions), `--from-beginning` all of them, `--follow` keeps printing new ones until Ctrl-C, and
 `--cid CID` keeps only one customer's (the dead letters: by their key). The topic is one of
-`attributed`, `unlinked`, `dead-letter`, `input`, `changelog`'s name or a topic's own name; records
+`attributed`, `unlinked`, `dead-letter`, `input`, `erasures`, `changelog`'s name or a topic's own name; records
 are read read_committed (what analytics pipelines see), in the configured wire format (plain Avro
 or the registry's framing). Each line carries `_topic`, `_partition`, `_offset`, `_timestamp` and
 `_key`; bytes (a dead letter's original value) are base64. It joins no group and commits nothing.
@@ -36,6 +36,7 @@ def resolve(s: Settings, name: str) -> tuple[str, str]:
         "unlinked": (s.unlinked_topic, "unlinked_lead"),
         "dead-letter": (s.dead_letter_topic, "dead_letter"),
         "input": (s.input_topic, "lead_event"),
+        "erasures": (s.erasure_topic, "erasure"),
     }
     if name in by_name:
         return by_name[name]
@@ -43,7 +44,8 @@ def resolve(s: Settings, name: str) -> tuple[str, str]:
         if name == topic:
             return topic, schema
     raise ValueError(
-        f"{name}: not a topic of the service (attributed, unlinked, dead-letter, input, or their topic names)"
+        f"{name}: not a topic of the service "
+        "(attributed, unlinked, dead-letter, input, erasures, or their topic names)"
     )
 
 

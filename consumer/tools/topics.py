@@ -6,7 +6,9 @@ min.insync.replicas LEADS_TOPIC_MIN_INSYNC_REPLICAS (with acks=all, a record is 
 that many replicas have it). The input takes the broker's clock as each record's time
 (LogAppendTime, contract rule 8) and is kept twice the pending TTL, so a consumer outage of a whole
 window can still be replayed; the outputs are kept as long; dead letters 30 days (time to fix and
-replay them); the state changelog is compacted, one state per customer, kept forever.
+replay them); the state changelog is compacted, one state per customer, kept forever, with every
+record compacted within a day (max.compaction.lag.ms: an erased customer's older states are gone
+from it by then, docs/operations.md "Erasure"); the erasure records are kept as long as the outputs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from confluent_kafka.cimpl import NewTopic
 from consumer.config import Settings
 
 _DEAD_LETTER_RETENTION_MS = 30 * 86_400_000
+_COMPACTION_LAG_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,14 @@ def specs(s: Settings) -> list[TopicSpec]:
         TopicSpec(
             s.changelog_topic,
             "state changelog",
-            {**durable, "cleanup.policy": "compact", "retention.ms": "-1"},
+            {
+                **durable,
+                "cleanup.policy": "compact",
+                "retention.ms": "-1",
+                "max.compaction.lag.ms": str(_COMPACTION_LAG_MS),
+            },
         ),
+        TopicSpec(s.erasure_topic, "erasure records", deleted),
     ]
 
 

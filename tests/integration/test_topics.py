@@ -69,7 +69,7 @@ def test_create_makes_the_topics_check_finds_each_difference(
     assert _configs(BOOTSTRAP, topics.attributed, CLIENT)["min.insync.replicas"] == "1"
 
     ok = _topics_command("check", env)
-    assert (ok.returncode, ok.stdout.strip()) == (0, "ok: 5 topics as `leadattr topics create` makes them")
+    assert (ok.returncode, ok.stdout.strip()) == (0, "ok: 6 topics as `leadattr topics create` makes them")
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP, **CLIENT})
     altered = admin.incremental_alter_configs(
         [ConfigResource("topic", topics.dead_letter, incremental_configs=[_set("retention.ms", "3600000")])]

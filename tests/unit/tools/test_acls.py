@@ -35,7 +35,8 @@ def test_the_kafka_grants_follow_the_settings() -> None:
     assert "ALLOW User:x READ GROUP LITERAL g1" in described
     assert "ALLOW User:x WRITE TRANSACTIONAL_ID PREFIXED g1-" in described
     assert "ALLOW User:x DESCRIBE_CONFIGS TOPIC LITERAL leads.dead-letter" in described
-    assert len(described) == 12
+    assert "ALLOW User:x WRITE TOPIC LITERAL leads.erasures" in described  # leadattr forget
+    assert len(described) == 13
     at_least_once = Settings(_env_file=None, processing_guarantee=Guarantee.AT_LEAST_ONCE)  # type: ignore[call-arg]
     assert all(g.kind.name != "TRANSACTIONAL_ID" for g in kafka_grants(at_least_once))
     fixed = Settings(_env_file=None, transactional_id="leads-0")  # type: ignore[call-arg]
