@@ -192,7 +192,12 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
     summary = replay(config, set(args.reason or []), args.to, args.dry_run, args.limit)
     verb = "would replay" if args.dry_run else "replayed"
     counts = ", ".join(f"{reason}: {n}" for reason, n in sorted(summary.selected.items())) or "nothing"
-    print(f"scanned {summary.scanned} dead letters; {verb} {counts}", file=sys.stderr)
+    left = (
+        f"; left {summary.truncated} truncated ones (replay those from their source)"
+        if summary.truncated
+        else ""
+    )
+    print(f"scanned {summary.scanned} dead letters; {verb} {counts}{left}", file=sys.stderr)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -139,15 +140,26 @@ class OutputCodecs:
     def dead_letter_output(
         self, source: SourceRecord, reason: DeadLetterReason, detail: str, failed_at_ms: int
     ) -> Output:
+        value = source.value
+        # A record near the size limit, with the envelope around it, would not fit in the dead-letter
+        # topic: the transaction would fail and the batch be replayed for ever (contract rule 6).
+        # The key goes twice (the record's key and its field), so it counts twice against the room.
+        room = self.settings.dead_letter_max_value_bytes - 2 * len(source.key or b"")
+        truncated = len(value) > room
         record: dict[str, Any] = {
             "reason": reason.value,
-            "detail": detail,
+            "detail": f"{detail}; value truncated to its first {max(room, 0)} of {len(value)} bytes"
+            if truncated
+            else detail,
             "sourceTopic": source.topic,
             "sourcePartition": source.partition,
             "sourceOffset": source.offset,
             "key": source.key,
-            "value": source.value,
+            "value": value[: max(room, 0)] if truncated else value,
             "failedAt": failed_at_ms,
+            "valueTruncated": truncated,
+            "originalValueLength": len(value) if truncated else None,
+            "originalValueSha256": hashlib.sha256(value).hexdigest() if truncated else None,
         }
         return Output(
             self.settings.dead_letter_topic, source.key, self.dead_letter.encode(record), source.timestamp_ms

@@ -32,6 +32,7 @@ def _reached(consumer: Consumer, topic: str, ends: dict[int, int]) -> bool:
 class ReplaySummary:
     scanned: int
     selected: Counter[str]
+    truncated: int = 0  # selected, but only a prefix of the original value is here: not replayed
 
 
 def replay(
@@ -59,7 +60,7 @@ def replay(
         if high > 0:
             ends[partition] = high
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-    scanned, selected = 0, Counter[str]()
+    scanned, truncated, selected = 0, 0, Counter[str]()
     progress = Progress(f"scanning {topic}", sum(ends.values()))
     idle = 0
     try:
@@ -77,6 +78,9 @@ def replay(
                 progress.update(scanned)
                 record = codec.decode(message.value() or b"")
                 if reasons and record["reason"] not in reasons:
+                    continue
+                if record.get("valueTruncated"):
+                    truncated += 1  # a prefix of the original: the source holds the whole record
                     continue
                 if limit is not None and sum(selected.values()) >= limit:
                     break
@@ -96,4 +100,4 @@ def replay(
     finally:
         progress.done()
         consumer.close()
-    return ReplaySummary(scanned, selected)
+    return ReplaySummary(scanned, selected, truncated)
