@@ -335,9 +335,7 @@ class RedisStore:
     def _acks_into(self, pipe: Any) -> int:
         """The queued wake acks as one script (wake_ack.lua)."""
         lists = [(wake, count) for wake, count in self._queued_acks if wake.second != LEGACY]
-        legacy = [
-            m for wake, count in self._queued_acks if wake.second == LEGACY for m in wake.members[:count]
-        ]
+        legacy = [m for w, n in self._queued_acks if w.second == LEGACY for m in w.members[:n]]
         keys = [self.wake_key, self.legacy_index_key, *(self.wake_list_key(w.second) for w, _ in lists)]
         args: list[Any] = [len(legacy), *legacy]
         for wake, count in lists:
