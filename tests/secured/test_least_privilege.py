@@ -95,6 +95,7 @@ def test_the_service_works_with_exactly_the_listed_permissions(
         ("TOPIC", topics.dead_letter, "LITERAL", "WRITE"),
         ("TOPIC", topics.changelog, "LITERAL", "WRITE"),
         ("TOPIC", topics.changelog, "LITERAL", "READ"),
+        ("TOPIC", topics.erasures, "LITERAL", "WRITE"),  # leadattr forget with the service's credentials
         ("TRANSACTIONAL_ID", f"{topics.group}-", "PREFIXED", "WRITE"),
         *(
             ("TOPIC", name, "LITERAL", "DESCRIBE_CONFIGS")
