@@ -146,16 +146,17 @@ class OutputCodecs:
         # The key goes twice (the record's key and its field), so it counts twice against the room.
         room = self.settings.dead_letter_max_value_bytes - 2 * len(source.key or b"")
         truncated = len(value) > room
+        kept = max(room, 0)
         record: dict[str, Any] = {
             "reason": reason.value,
-            "detail": f"{detail}; value truncated to its first {max(room, 0)} of {len(value)} bytes"
+            "detail": f"{detail}; value truncated to its first {kept} of {len(value)} bytes"
             if truncated
             else detail,
             "sourceTopic": source.topic,
             "sourcePartition": source.partition,
             "sourceOffset": source.offset,
             "key": source.key,
-            "value": value[: max(room, 0)] if truncated else value,
+            "value": value[:kept] if truncated else value,
             "failedAt": failed_at_ms,
             "valueTruncated": truncated,
             "originalValueLength": len(value) if truncated else None,

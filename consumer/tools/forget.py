@@ -39,6 +39,7 @@ from consumer.app import cluster_config
 from consumer.avro.codec import Codec
 from consumer.avro.registry import registry_of
 from consumer.config import Config
+from consumer.rules.validate import MAX_CID
 from consumer.state.changelog import ChangelogReader
 from consumer.state.codec import decode_state
 from consumer.state.customer import Write
@@ -59,6 +60,11 @@ class Forgotten:
     erased_at_ms: int
 
 
+def _stored(store: RedisStore, cid: str) -> bytes | None:
+    blob = store.client.get(store.state_key(cid))
+    return blob if isinstance(blob, bytes) else None
+
+
 def _now_ms(client: Redis) -> int:
     seconds, micros = client.time()
     return int(seconds) * 1000 + int(micros) // 1000
@@ -68,9 +74,10 @@ def _delete_state(store: RedisStore, cid: str, lease_wait_s: float) -> bool:
     """Step 1: True when there was state. Retries lost compare-and-sets (a batch wrote first)."""
     client = store.client
     deadline = time.monotonic() + lease_wait_s
-    for _ in range(_TRIES):
-        blob = client.get(store.state_key(cid))
-        if not isinstance(blob, bytes):
+    conflicts = 0  # waiting for a lease is bounded by the deadline, not by this
+    while conflicts < _TRIES:
+        blob = _stored(store, cid)
+        if blob is None:
             return False
         state = decode_state(blob)
         now_ms = _now_ms(client)
@@ -84,6 +91,7 @@ def _delete_state(store: RedisStore, cid: str, lease_wait_s: float) -> bool:
         write = Write(cid, blob, None, pending_delta=-len(state.pending), held_delta=-len(state.held))
         if store.write([write]) == [True]:
             return True
+        conflicts += 1
     raise RuntimeError("the customer's state kept changing; nothing published, run forget again")
 
 
@@ -132,8 +140,7 @@ def _publish(config: Config, store: RedisStore, cid: str, record: dict[str, Any]
                 )
             if producer.flush(30) or failures:
                 raise RuntimeError(f"not delivered: {failures[:1] or 'timed out'}")
-            held = store.client.get(store.state_key(cid))
-            current = held if isinstance(held, bytes) else None
+            current = _stored(store, cid)
             # Unchanged since before the settle: a batch writing a newer state writes Redis after
             # this read, so its changelog record comes after the one just written.
             if current == state:
@@ -175,8 +182,8 @@ def forget(config: Config, cid: str, request_id: str | None = None) -> Forgotten
 
 
 def forget_command(config: Config, cid: str, request_id: str | None) -> int:
-    if not 1 <= len(cid) <= 100:
-        print("leadattr forget: CID must be 1..100 characters (a customerExternalId)", file=sys.stderr)
+    if not 1 <= len(cid) <= MAX_CID:
+        print(f"leadattr forget: CID must be 1..{MAX_CID} characters (a customerExternalId)", file=sys.stderr)
         return 2
     done = forget(config, cid, request_id)
     held = "its state erased" if done.held_state else "no state held"
