@@ -20,6 +20,9 @@ from harness.services import LocalServices
 from tests.integration.conftest import BASE_ENV, OPERATOR_ENV, StartConsumer
 
 DEV = {"LEADS_TOPIC_REPLICATION_FACTOR": "1", "LEADS_TOPIC_PARTITIONS": "3"}
+# The cluster of this module; see the `cluster` fixture for why these ports.
+CLUSTER_KAFKA_PORT = 17092
+CLUSTER_REDIS_PORT = 17379
 
 
 def _topics_command(
@@ -99,8 +102,12 @@ def _set(name: str, value: str) -> ConfigEntry:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalServices]:
-    """Three KRaft nodes of their own (clients 39092-39094) and a Redis beside them."""
-    local = LocalServices(39092, 36379, REPO / ".services-cluster-test", shape={"KAFKA_BROKERS": "3"})
+    """Three KRaft nodes of their own (clients 17092-17094, controllers 18092-18094) and a Redis
+    beside them (17379): all below the kernel's ephemeral range (32768-60999), where an outgoing
+    connection of any process on the machine can hold a port that a listener then fails to bind."""
+    local = LocalServices(
+        CLUSTER_KAFKA_PORT, CLUSTER_REDIS_PORT, REPO / ".services-cluster-test", shape={"KAFKA_BROKERS": "3"}
+    )
     local.up(require_owned=True)
     yield local
     local.stop_started()
@@ -109,7 +116,7 @@ def cluster() -> Iterator[LocalServices]:
 def test_start_up_refuses_an_output_that_a_broker_loss_would_lose(
     cluster: LocalServices, tmp_path: Path
 ) -> None:
-    bootstrap = ",".join(f"127.0.0.1:{39092 + i}" for i in range(3))
+    bootstrap = ",".join(f"127.0.0.1:{CLUSTER_KAFKA_PORT + i}" for i in range(3))
     topics = Topics.fresh()
     admin = AdminClient({"bootstrap.servers": bootstrap})
     unsafe = admin.create_topics([NewTopic(topics.dead_letter, 3, 1)])  # one replica
@@ -122,7 +129,7 @@ def test_start_up_refuses_an_output_that_a_broker_loss_would_lose(
         **plain,
         **topics.env(),
         "LEADS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "LEADS_REDIS_URL": "redis://127.0.0.1:36379/0",
+        "LEADS_REDIS_URL": f"redis://127.0.0.1:{CLUSTER_REDIS_PORT}/0",
         "LEADS_STARTUP_TIMEOUT_SECONDS": "1",
     }
     refused = ConsumerProcess(base, tmp_path / "refused.log", clean=True).start(wait_ready=False)
