@@ -34,6 +34,10 @@ HELD = Gauge("leads_held_verifications", "Verification events waiting for Event 
 # Erasures carried out by `leadattr forget`, cluster-wide (a Redis counter): every instance reports
 # the same total.
 ERASURES = Counter("leads_erasures", "Customers erased by leadattr forget (cluster-wide).", registry=REGISTRY)
+# Where an unreadable state was found: "batch" (an event of its customer) or "sweeper" (its wake time).
+STATE_QUARANTINED = Counter(
+    "leads_state_quarantined", "Unreadable customer states moved aside.", ["stage"], registry=REGISTRY
+)
 VERIFICATION_DELAY = Histogram(
     "leads_verification_delay_seconds",
     "Processing time from Event 1 to its verification event.",
@@ -138,6 +142,8 @@ def _initialise() -> None:
         REBALANCES.labels(event=event.value)
     for registry_error in ("unavailable", "refused", "unknown_schema"):
         SCHEMA_REGISTRY_ERRORS.labels(kind=registry_error)
+    for stage in ("batch", "sweeper"):
+        STATE_QUARANTINED.labels(stage=stage)
 
 
 _initialise()

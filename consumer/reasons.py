@@ -18,6 +18,7 @@ class DeadLetterReason(StrEnum):
     INVALID_MODE = "invalid_mode"  # mode is neither absent nor "deferred"
     MISSING_CLICK_ID = "missing_click_id"  # mode "deferred" without a clickId
     DUPLICATE_ATTRIBUTION = "duplicate_attribution"  # a second click for a lead whose attribution is locked
+    CORRUPT_STATE = "corrupt_state"  # the customer's stored state could not be read (moved aside)
 
 
 class UnlinkedReason(StrEnum):

@@ -32,10 +32,11 @@ from consumer.avro.lead_reader import Unusual, read_fields
 from consumer.avro.outputs import Output, OutputCodecs
 from consumer.avro.registry import UnknownSchema
 from consumer.model import Decision, Invalid, LeadEvent, SourceRecord
+from consumer.processing.quarantine import DETAIL, readable
 from consumer.reasons import DeadLetterReason
 from consumer.rules.attribute import Windows, attribute
 from consumer.rules.validate import validate, validate_fields
-from consumer.state.codec import decode_journal, decode_state, encode_journal, frame_journal
+from consumer.state.codec import CorruptState, decode_journal, encode_journal, frame_journal
 from consumer.state.customer import PartitionKey, Write
 from consumer.state.keys import journal_field
 from consumer.state.store import Reading, StateStore, nothing_applied
@@ -310,9 +311,12 @@ class BatchProcessor:
         its state as read goes to ``changes``, since the transaction that carried it to the state
         changelog is the one that did not commit."""
         blob = reading.states.get(cid)
-        old = decode_state(blob)
-        state = old
+        old = readable(self._store, cid, blob, "batch")
         journal: dict[PartitionKey, list[bytes]] = {}
+        if isinstance(old, CorruptState):
+            assert blob is not None
+            return self._set_aside(cid, blob, old, indexes, sources, reading, now_ms, decisions, records)
+        state = old
         replayed = False
         for i in indexes:
             source = sources[i]
@@ -340,6 +344,38 @@ class BatchProcessor:
         if write is None and replayed:
             changes[cid] = blob  # replayed: see above (None: a tombstone, harmless if there was nothing)
         return write
+
+    def _set_aside(
+        self,
+        cid: str,
+        blob: bytes,
+        error: CorruptState,
+        indexes: list[int],
+        sources: Sequence[SourceRecord],
+        reading: Reading,
+        now_ms: int,
+        decisions: dict[int, Decision],
+        records: dict[int, bytes],
+    ) -> Write:
+        """A customer whose state cannot be read (kept aside by readable()): its events of this
+        batch are dead-lettered, journaled as any decision, and the state deleted in the same write."""
+        journal: dict[PartitionKey, list[bytes]] = {}
+        for i in indexes:
+            source = sources[i]
+            entry = reading.journal.get((source.topic, source.partition, source.offset))
+            if entry is not None:  # decided before the state went bad: re-emit the same
+                decisions[i], record = decode_journal(entry, self._codecs.decode_attributed)
+                if record is not None:
+                    records[i] = record
+                continue
+            decision = Decision(
+                dead_letter=DeadLetterReason.CORRUPT_STATE, detail=DETAIL.format(error), decided_at_ms=now_ms
+            )
+            decisions[i] = decision
+            journal.setdefault((source.topic, source.partition), []).append(
+                frame_journal(source.offset, encode_journal(decision, None))
+            )
+        return Write(cid, blob, None, journal={p: b"".join(e) for p, e in journal.items()})
 
     def _output(
         self, source: SourceRecord, outcome: Decision | Invalid, now_ms: int, record: bytes | None

@@ -34,8 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from consumer.model import UnlinkedLead
+from consumer.processing.quarantine import readable
 from consumer.rules.attribute import claim, due_items, release, unlinked
-from consumer.state.codec import decode_state
+from consumer.state.codec import CorruptState
 from consumer.state.customer import Item, PartitionKey, Write
 from consumer.state.keys import wake_second
 from consumer.state.store import LEGACY, StateStore
@@ -73,7 +74,12 @@ class ExpirySweeper:
         chosen: dict[str, list[Item]] = {}
         wake_of: dict[str, int | None] = {}  # the state's wake time, for the entries not due yet
         for cid, blob in states.items():
-            state = decode_state(blob)
+            state = readable(self._store, cid, blob, "sweeper")
+            if isinstance(state, CorruptState):  # kept aside: delete it, and the entry goes
+                assert blob is not None
+                writes.append(Write(cid, blob, None))
+                chosen[cid] = []
+                continue
             items = due_items(state, watermark_ms, now_ms)
             if items:
                 new = claim(state, items, now_ms + self._lease_ms)
@@ -118,7 +124,9 @@ class ExpirySweeper:
             states = self._store.read(todo.keys(), {}).states
             writes = []
             for cid, items in todo.items():
-                state = decode_state(states[cid])
+                state = readable(self._store, cid, states[cid], "sweeper")
+                if isinstance(state, CorruptState):  # went bad since the claim: nothing to release
+                    continue
                 # Pruned too: a state with nothing else left is deleted now, not at a wake entry
                 # for a dedupe mark that has already lapsed.
                 write = plan_write(cid, states[cid], state, release(state, items).pruned(watermark_ms), {})

@@ -114,6 +114,11 @@ def encode_state(state: CustomerState) -> bytes:
     return b"".join(parts)
 
 
+class CorruptState(ValueError):
+    """A stored state this release cannot read (consumer/processing/quarantine.py moves it aside). The
+    message never quotes the blob's content: it may hold a customer's name or email."""
+
+
 # Decoding: each reader takes (blob, position) and returns (value, next position). A blob cut
 # short raises IndexError or leaves the position past its end; decode_state reports both.
 
@@ -184,25 +189,30 @@ def _metadata_at(blob: bytes, at: int) -> tuple[dict[str, str] | None, int]:
         elif code <= len(_KEYS):
             key = _KEYS[code - 1]
         else:
-            raise ValueError(f"unknown metadata key code {code}")
+            raise CorruptState(f"unknown metadata key code {code}")
         value[key], at = _text_at(blob, at)
     return value, at
 
 
 def decode_state(blob: bytes | None) -> CustomerState:
+    """Raises CorruptState for anything that is not a state this release wrote or can read."""
     if not blob:
         return EMPTY
     version = blob[0]
-    if version == _JSON_STATE_VERSION:
-        return _decode_json_state(blob)
-    if version != _STATE_VERSION:
-        raise ValueError(f"unknown state encoding version {blob[:1]!r}")
     try:
+        if version == _JSON_STATE_VERSION:
+            return _decode_json_state(blob)
+        if version != _STATE_VERSION:
+            raise CorruptState(f"unknown state encoding version {version}")
         state, at = _decode_binary(blob)
+    except CorruptState:
+        raise
     except IndexError:
-        raise ValueError("truncated state") from None
+        raise CorruptState("truncated state") from None
+    except Exception as error:  # whatever bytes do to the readers below: a message of our own
+        raise CorruptState(f"unreadable state ({type(error).__name__})") from None
     if at != len(blob):
-        raise ValueError("truncated state" if at > len(blob) else "trailing bytes after the state")
+        raise CorruptState("truncated state" if at > len(blob) else "trailing bytes after the state")
     return state
 
 

@@ -14,6 +14,9 @@ replicas), not a Redis Cluster. Keys:
   <prefix>:pending / <prefix>:held   counters behind the leads_pending gauges
   <prefix>:committed:<group>      zset "<topic>:<partition>@<topic id>" -> the group's committed
                                   offset, as last confirmed to this service: the committed-offset floor
+  <prefix>:q:{cid}                states of the customer that could not be read, moved aside for an
+                                  operator (consumer/processing/quarantine.py): a hash, one field per
+                                  distinct blob (the first 16 hex digits of its SHA-256) -> the blob
   <prefix>:erasures               how many erasures `leadattr forget` carried out (a counter)
   <prefix>:deadlines              the index of releases before 0.2.0 (zset "<due ms>:<cid>"): still
                                   swept until empty, never written
@@ -41,6 +44,10 @@ def wake_second(wake_ms: int) -> int:
 def state_key(prefix: str, cid: str) -> str:
     """<prefix>:s:{cid}: the braces make the cid the key's hash tag."""
     return f"{prefix}:s:{{{cid}}}"
+
+
+def quarantine_key(prefix: str, cid: str) -> str:
+    return f"{prefix}:q:{{{cid}}}"
 
 
 def erasures_key(prefix: str) -> str:

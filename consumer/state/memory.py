@@ -24,6 +24,7 @@ class InMemoryStore:
         self._floors: dict[PartitionKey, int] = {}
         self._tokens: dict[PartitionKey, int] = {}
         self.states: dict[str, bytes] = {}
+        self.quarantined: dict[str, list[bytes]] = {}  # cid -> the unreadable blobs kept aside
         self.journals: dict[PartitionKey, dict[bytes, bytes]] = {}
         self.wakes: dict[int, list[str]] = {}  # second -> cids, as the wake lists in Redis
         self.wake_headers: dict[int, tuple[int, int]] = {}  # second -> (list id, entries removed)
@@ -218,6 +219,13 @@ class InMemoryStore:
 
     def erasures(self) -> int:
         return 0  # `leadattr forget` works on Redis only
+
+    def quarantine(self, cid: str, blob: bytes) -> bool:
+        kept = self.quarantined.setdefault(cid, [])
+        if blob in kept:
+            return False
+        kept.append(blob)
+        return True
 
     def ping(self) -> None:
         return None

@@ -40,7 +40,7 @@ import redis
 from consumer.health import Health
 from consumer.logs import fields
 from consumer.state.changelog import ChangelogReader
-from consumer.state.codec import decode_state
+from consumer.state.codec import CorruptState, decode_state
 from consumer.state.customer import PartitionKey, Write
 from consumer.state.redis_store import RedisStore
 from consumer.state.store import StateLost
@@ -173,7 +173,10 @@ def _index(store: RedisStore, lock: RestoreLock, beat: Callable[[], None]) -> in
         for key, blob in zip(keys, blobs, strict=True):
             if blob is None:
                 continue
-            state = decode_state(blob)
+            try:
+                state = decode_state(blob)
+            except CorruptState:  # indexed as nothing: the customer's next event moves it aside
+                continue
             cid = key.decode()[start:-1]
             writes.append(Write(cid, blob, blob, state.wake_ms(), None, len(state.pending), len(state.held)))
         store.write(writes)

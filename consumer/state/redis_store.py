@@ -3,6 +3,7 @@ committed-offset floor against committed offsets going back (docs/design.md, "Th
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -12,7 +13,7 @@ import redis
 from consumer.state.command import apply_command, wake_numbers
 from consumer.state.connection import connect
 from consumer.state.customer import PartitionKey, Write
-from consumer.state.keys import erasures_key, floor_member, legacy_member_cid, state_key
+from consumer.state.keys import erasures_key, floor_member, legacy_member_cid, quarantine_key, state_key
 from consumer.state.scripts import Script, applied_or_refused, script_text
 from consumer.state.store import LEGACY, Due, PartitionMark, Reading, Wake, nothing_applied, parse_journal
 
@@ -388,6 +389,10 @@ class RedisStore:
 
     def erasures(self) -> int:
         return int(self._r.get(erasures_key(self._prefix)) or 0)
+
+    def quarantine(self, cid: str, blob: bytes) -> bool:
+        name = hashlib.sha256(blob).hexdigest()[:16]
+        return bool(self._r.hsetnx(quarantine_key(self._prefix, cid), name, blob))
 
     def ping(self) -> None:
         self._r.ping()

@@ -119,6 +119,11 @@ class StateStore(Protocol):
         """The progress of these partitions as stored, where there is one."""
         ...
 
+    def quarantine(self, cid: str, blob: bytes) -> bool:
+        """Keep a state blob that cannot be read aside, beside the customer (keys.quarantine_key);
+        True when this blob was not kept already. The state itself is left to the caller's write."""
+        ...
+
     def reclaim(self) -> None:
         """Take this instance's partitions again, with new fencing tokens, at the next write."""
         ...

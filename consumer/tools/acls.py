@@ -49,6 +49,7 @@ REDIS_COMMANDS = (
     "hset",
     "hdel",
     "hgetall",
+    "hsetnx",
     "zadd",
     "zrange",
     "zrangebyscore",

@@ -4,7 +4,8 @@ What it removes, in this order (docs/operations.md, "Erasure"):
 
 1. The customer's state in Redis (pending leads with name and email, held verifications, dedupe
    marks), by a compare-and-set delete through apply.lua, the script every writer uses, with the
-   pending/held counters adjusted in the same step. A batch of a running consumer that read the
+   pending/held counters adjusted in the same step, and any unreadable state of the customer kept
+   aside (<prefix>:q:{cid}, consumer/processing/quarantine.py). A batch of a running consumer that read the
    state before loses its own compare-and-set and decides again on no state, so nothing it read
    is written back. A lead a sweeper has claimed for reporting is waited for (its lease).
 2. The cid in the wake index (the sweeper's lists, one per second) and in the index of releases
@@ -41,9 +42,9 @@ from consumer.avro.registry import registry_of
 from consumer.config import Config
 from consumer.rules.validate import MAX_CID
 from consumer.state.changelog import ChangelogReader
-from consumer.state.codec import decode_state
-from consumer.state.customer import Write
-from consumer.state.keys import erasures_key
+from consumer.state.codec import CorruptState, decode_state
+from consumer.state.customer import EMPTY, Write
+from consumer.state.keys import erasures_key, quarantine_key
 from consumer.state.redis_store import RedisStore
 from consumer.state.scripts import script_text
 
@@ -79,7 +80,10 @@ def _delete_state(store: RedisStore, cid: str, lease_wait_s: float) -> bool:
         blob = _stored(store, cid)
         if blob is None:
             return False
-        state = decode_state(blob)
+        try:
+            state = decode_state(blob)
+        except CorruptState:  # unreadable: its items and counts unknown; deleted all the same
+            state = EMPTY
         now_ms = _now_ms(client)
         leases = [p.lease_until_ms for p in state.pending] + [h.lease_until_ms for h in state.held]
         leased = [until for until in leases if until > now_ms]
@@ -165,6 +169,7 @@ def forget(config: Config, cid: str, request_id: str | None = None) -> Forgotten
     )
     try:
         held = _delete_state(store, cid, lease_wait_s=s.expiry_lease_seconds + 5)
+        held = bool(store.client.delete(quarantine_key(s.redis_prefix, cid))) or held  # states moved aside
         blanked = _blank_wake_entries(store, cid)
         erased_at_ms = _now_ms(store.client)
         record = {

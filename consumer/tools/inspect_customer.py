@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from consumer.config import Settings
-from consumer.state.codec import decode_state
+from consumer.state.codec import CorruptState, decode_state
 from consumer.state.connection import connect
-from consumer.state.keys import state_key
+from consumer.state.customer import EMPTY
+from consumer.state.keys import quarantine_key, state_key
 
 _MASK = "***"
 
@@ -39,12 +40,20 @@ def describe(s: Settings, cid: str, show_pii: bool = False) -> dict[str, Any] | 
     try:
         key = state_key(s.redis_prefix, cid)
         blob = client.get(key)
-        if not isinstance(blob, bytes):  # None: no state
+        aside: dict[bytes, bytes] = client.hgetall(quarantine_key(s.redis_prefix, cid))  # type: ignore[assignment]
+        if not isinstance(blob, bytes) and not aside:  # no state
             return None
-        state = decode_state(blob)
+        unreadable = None
+        try:
+            state = decode_state(blob if isinstance(blob, bytes) else None)
+        except CorruptState as error:  # the next event or sweep of the customer moves it aside
+            state, unreadable = EMPTY, str(error)
         return {
             "customerExternalId": cid,  # the operator's own argument
             "redisKey": key,
+            "unreadable": unreadable,
+            # Blobs kept aside (consumer/processing/quarantine.py): SHA-256 prefix -> size in bytes.
+            "quarantined": {name.decode(): len(value) for name, value in sorted(aside.items())},
             "pending": [
                 {
                     "clickId": p.click_id,

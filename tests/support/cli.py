@@ -1,5 +1,6 @@
 """`leadattr <command>` as an operator runs it, for the integration tests: this interpreter, the
-repository as working directory, the caller's environment with the suite's broker, then ``env``."""
+repository as working directory, the caller's environment with the suite's broker and Redis, then
+``env``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from harness.kafka import BOOTSTRAP
+from harness.kafka import BOOTSTRAP, REDIS_URL
 from harness.process import REPO
 
 
@@ -16,7 +17,7 @@ def leadattr(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "consumer.cli", *args],
-        env={**os.environ, "LEADS_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, **env},
+        env={**os.environ, "LEADS_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, "LEADS_REDIS_URL": REDIS_URL, **env},
         input=stdin,
         capture_output=True,
         text=True,

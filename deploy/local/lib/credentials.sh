@@ -17,7 +17,7 @@
 KAFKA_USERS=(admin broker leadattr producer)
 # The service's least privilege (`leadattr acls`, consumer/tools/acls.py; a unit test keeps the two
 # equal), on the default prefix and the tests' prefix (t*).
-REDIS_SERVICE_ACL_DEFAULT='resetkeys ~leadattr:* ~t*:* resetchannels -@all +ping +auth +select +eval +evalsha +script|load +wait +time +exists +get +set +mget +mset +del +incrby +pexpire +hget +hmget +hset +hdel +hgetall +zadd +zrange +zrangebyscore +zrem +zmscore +unlink +multi +exec +discard +lpush +rpush +lrange +lindex +ltrim +lpos +lset +scan +zscan'
+REDIS_SERVICE_ACL_DEFAULT='resetkeys ~leadattr:* ~t*:* resetchannels -@all +ping +auth +select +eval +evalsha +script|load +wait +time +exists +get +set +mget +mset +del +incrby +pexpire +hget +hmget +hset +hdel +hgetall +hsetnx +zadd +zrange +zrangebyscore +zrem +zmscore +unlink +multi +exec +discard +lpush +rpush +lrange +lindex +ltrim +lpos +lset +scan +zscan'
 REDIS_SERVICE_ACL="${REDIS_SERVICE_ACL:-$REDIS_SERVICE_ACL_DEFAULT}"
 
 # The env files, beside the shape's folder: secure.env, secure-admin.env,
