@@ -22,6 +22,7 @@ from setuptools import setup
 COMPILED = [
     "consumer/avro/varint.py",
     "consumer/avro/lead_reader.py",
+    "consumer/avro/bounds.py",
     "consumer/model.py",
     "consumer/rules/validate.py",
     "consumer/rules/attribute.py",

@@ -12,6 +12,7 @@ import struct
 from typing import Any
 
 from consumer.avro import lead_reader as hand
+from consumer.avro.bounds import Node, check, program
 from consumer.avro.registry import SchemaRegistry
 from consumer.avro.schemas import decode, encode, has_layout, load_schema, schema_text
 
@@ -25,6 +26,10 @@ class Codec:
     def __init__(self, name: str, registry: SchemaRegistry | None = None, subject: str | None = None) -> None:
         self.schema = load_schema(name)
         self._registry = registry
+        # The bounded walk (bounds.py) fastavro's every read is preceded by: of the bundled schema,
+        # and of each writer schema id met (as immutable as the registry's schemas).
+        self._walk = program(self.schema)
+        self._walks: dict[int, Node] = {}
         self._header = b""
         # The hand-written reader of LeadEvent (lead_reader.py), tried before fastavro: only in
         # the plain format (with a registry, writer schemas vary) and while the schema is its layout.
@@ -58,8 +63,15 @@ class Codec:
     def decode_generic(self, data: bytes) -> Any:
         """fastavro's reading, without the hand-written reader (what it refused goes here)."""
         if self._registry is None:
+            check(self._walk, data)
             return decode(self.schema, data)
         if len(data) < _HEADER.size or data[0] != _MAGIC:
             raise ValueError("missing the Confluent wire-format header (magic byte 0 + schema id)")
         _, schema_id = _HEADER.unpack_from(data)
-        return decode(self.schema, data[_HEADER.size :], self._registry.writer_schema(schema_id))
+        writer = self._registry.writer_schema(schema_id)
+        walk = self._walks.get(schema_id)
+        if walk is None:
+            walk = self._walks[schema_id] = program(writer)
+        body = data[_HEADER.size :]
+        check(walk, body)
+        return decode(self.schema, body, writer)

@@ -64,6 +64,8 @@ def read_fields(data: bytes) -> Fields:
         metadata = {}
         count, pos = _length(data, pos, end)
         while count:
+            if count > (end - pos) >> 1:  # an entry takes two bytes at least: checked before reading
+                raise Unusual("map block count")
             for _ in range(count):
                 key, pos = _string(data, pos, end)
                 value, pos = _string(data, pos, end)

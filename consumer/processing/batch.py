@@ -27,6 +27,7 @@ from typing import Final
 from confluent_kafka import Message
 
 from consumer import metrics
+from consumer.avro.bounds import Unbounded
 from consumer.avro.codec import Codec
 from consumer.avro.lead_reader import Unusual, read_fields
 from consumer.avro.outputs import Output, OutputCodecs
@@ -151,6 +152,8 @@ def parse(decoder: Codec, source: SourceRecord) -> LeadEvent | Invalid:
     except UnknownSchema as error:
         metrics.SCHEMA_REGISTRY_ERRORS.labels("unknown_schema").inc()
         return Invalid(DeadLetterReason.UNDECODABLE, str(error))
+    except Unbounded as error:  # the message names the bound, never a value
+        return Invalid(DeadLetterReason.UNDECODABLE, f"not decoded: {error}")
     except Exception as error:
         return Invalid(DeadLetterReason.UNDECODABLE, f"not Avro of LeadEvent: {type(error).__name__}")
     if not isinstance(record, dict):

@@ -7,16 +7,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
 from confluent_kafka import Producer
 
 from consumer.avro.codec import Codec
+from consumer.avro.schemas import decode, load_schema, schema_text
 from harness.kafka import BOOTSTRAP, Topics, lead, produce, read_topic, security
 from tests.integration.conftest import OPERATOR_ENV, StartConsumer
 from tests.support.cli import leadattr
+from tests.support.standin_registry import StandinRegistry
 
 
 @pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
@@ -98,3 +103,91 @@ def test_an_unreadable_state_is_moved_aside_and_every_other_customer_flows(
     erased = leadattr(["forget", "swept-1"], {**topics.env(), **OPERATOR_ENV}, timeout_s=120)
     assert erased.returncode == 0, erased.stderr
     assert not redis_client.exists(f"{topics.redis_prefix}:q:{{swept-1}}")
+
+
+def _unframed(schema: str) -> Callable[[bytes], dict[str, Any]]:
+    """A record of ``schema`` behind the registry's 5-byte header."""
+    return lambda data: dict(decode(load_schema(schema), data[5:]))
+
+
+def _long(n: int) -> bytes:
+    """Avro's zigzag varint."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    return bytes(out) + bytes((z,))
+
+
+def test_decoding_bombs_are_dead_lettered_at_once_and_the_partition_moves_on(
+    topics: Topics, start_consumer: StartConsumer
+) -> None:
+    """Through fastavro with writer schemas from a (stand-in) registry: 2^62 null items, a recursive
+    type nested 400,000 levels; and behind them a lead on the same partition."""
+    standin = StandinRegistry()
+    try:
+        consumer = start_consumer(LEADS_SCHEMA_REGISTRY_URL=standin.url)
+        nulls = json.loads(schema_text("lead_event"))
+        nulls["fields"].append({"name": "pad", "type": {"type": "array", "items": "null"}, "default": []})
+        nested = json.loads(schema_text("lead_event"))
+        nested["fields"].append(
+            {
+                "name": "tree",
+                "type": [
+                    "null",
+                    {"type": "record", "name": "T", "fields": [{"name": "t", "type": ["null", "T"]}]},
+                ],
+                "default": None,
+            }
+        )
+        nulls_id, nested_id = standin.add(json.dumps(nulls)), standin.add(json.dumps(nested))
+        body = Codec("lead_event").encode(lead("bomb-1", "signup", clickId="click-b"))
+
+        def framed(schema_id: int, tail: bytes) -> bytes:
+            return struct.pack(">bI", 0, schema_id) + body + tail
+
+        records = [
+            framed(nulls_id, _long(2**62) + _long(0)),
+            framed(nested_id, _long(1) * 400_000 + _long(0)),
+            framed(nulls_id, _long(2) + _long(0)),  # two nulls: an ordinary record of that schema
+        ]
+        produce(topics.input, records, keys=[b"bomb-1"] * 3)
+        started = time.monotonic()
+        dead = read_topic(topics.dead_letter, expected=2, decode_value=_unframed("dead_letter"))
+        assert [(d["reason"], d["detail"]) for d in dead] == [
+            ("undecodable", "not decoded: more than 100000 array items and map entries in one record"),
+            ("undecodable", "not decoded: nested deeper than 32 levels"),
+        ]
+        attributed = read_topic(topics.attributed, expected=1, decode_value=_unframed("attributed_lead"))
+        assert [r["clickId"] for r in attributed] == ["click-b"]
+        assert time.monotonic() - started < 30
+        assert consumer.metric("leads_dead_letter_total", 'reason="undecodable"') == 2
+        assert consumer.stop() == 0
+    finally:
+        standin.close()
+
+
+def test_a_plain_record_whose_map_claims_more_entries_than_its_bytes_is_dead_lettered(
+    topics: Topics, start_consumer: StartConsumer
+) -> None:
+    consumer = start_consumer()
+    body = Codec("lead_event").encode(
+        lead("map-1", "signup", clickId="click-m", metadata={"utm_source": "x"})
+    )
+    at = body.rindex(_long(1) + _long(len("utm_source")) + b"utm_source")  # the map's block count
+    produce(
+        topics.input,
+        [
+            body[:at] + _long(2**27) + body[at + 1 :],
+            Codec("lead_event").encode(lead("map-1", "demo", clickId="c")),
+        ],
+        keys=[b"map-1", b"map-1"],
+    )
+    [dead] = read_topic(topics.dead_letter, expected=1)
+    assert dead["reason"] == "undecodable"
+    assert (
+        dead["detail"] == "not decoded: a block claims 134217728 items, more than the 14 bytes left can hold"
+    )
+    assert [r["clickId"] for r in read_topic(topics.attributed, expected=1)] == ["c"]
+    assert consumer.stop() == 0
