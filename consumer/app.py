@@ -24,7 +24,7 @@ from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported in 
 
 from consumer import compiled_modules, preflight
 from consumer.avro.codec import Codec
-from consumer.avro.outputs import OutputCodecs
+from consumer.avro.outputs import DEAD_LETTER_ENVELOPE_BYTES, OutputCodecs
 from consumer.avro.registry import registry_of
 from consumer.config import Config, Guarantee
 from consumer.delivery.committer import AtLeastOnceCommitter, Committer, TransactionalCommitter
@@ -103,6 +103,8 @@ def producer_config(config: Config, transactional: bool) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
+        # The largest dead letter must leave (librdkafka refuses a record over this before sending).
+        "message.max.bytes": max(1_000_000, s.dead_letter_max_value_bytes + DEAD_LETTER_ENVELOPE_BYTES),
         # Only failed deliveries call back into Python: a callback per record cost ~1 us each, and
         # success is what commit_transaction / flush already establish (consumer/delivery/committer.py).
         "delivery.report.only.error": True,

@@ -94,9 +94,10 @@ class Settings(BaseSettings):
     state_restore: Literal["auto", "manual"] = "auto"
 
     # Not in the contract's list; documented in the README.
-    # The most of an input record's value a dead letter carries (with its key twice): below the
-    # producer's message.max.bytes (1,000,000) with room for the envelope. A longer value keeps its
-    # first bytes, its length and SHA-256 (consumer/avro/outputs.py).
+    # The most of an input record's value a dead letter carries (with its key twice). A longer value
+    # keeps its first bytes, its length and SHA-256 (consumer/avro/outputs.py). With 10,000 bytes for
+    # the envelope it sets the producer's message.max.bytes (at least librdkafka's 1,000,000), and
+    # `leadattr run` refuses a dead-letter topic whose max.message.bytes is smaller.
     dead_letter_max_value_bytes: int = Field(default=990_000, ge=1024, le=100_000_000)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     batch_wait_ms: int = Field(default=100, ge=0, le=60_000)

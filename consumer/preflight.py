@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource  # not re-exported in its type stubs
 from confluent_kafka.admin._metadata import ClusterMetadata
 
+from consumer.avro.outputs import DEAD_LETTER_ENVELOPE_BYTES
 from consumer.avro.registry import RegistryRefused, RegistryUnavailable, registry_of
 from consumer.config import Config
 from consumer.state.connection import connect
@@ -95,10 +96,30 @@ def check_kafka(config: Config, base: dict[str, Any], topics: list[str], refuse_
                     f"{where}: not authorized for topic {topic} (the ACLs it needs: leadattr acls)"
                 ) from None
             raise StartupFailure(f"{where}: topic {topic}: {kafka_problem(error)}") from None
+    if refuse_unsafe:
+        small = dead_letter_room(config, admin)
+        if small is not None:
+            raise StartupFailure(f"{where}: {small}")
     if refuse_unsafe and not s.allow_unsafe_topics:
         unsafe = unsafe_outputs(config, admin, metadata)
         if unsafe:
             raise StartupFailure(f"{where}: {unsafe[0]}")
+
+
+def dead_letter_room(config: Config, admin: AdminClient) -> str | None:
+    """The dead-letter topic must take the largest dead letter the service makes: one it refused
+    would fail its batch, and the batch would be replayed for ever (contract rule 6)."""
+    s = config.settings
+    needed = s.dead_letter_max_value_bytes + DEAD_LETTER_ENVELOPE_BYTES
+    [future] = admin.describe_configs([ConfigResource("topic", s.dead_letter_topic)]).values()
+    configs = future.result(CHECK_TIMEOUT_S)
+    if "max.message.bytes" not in configs or int(configs["max.message.bytes"].value) >= needed:
+        return None
+    return (
+        f"topic {s.dead_letter_topic}: max.message.bytes {configs['max.message.bytes'].value} cannot take a "
+        f"dead letter of LEADS_DEAD_LETTER_MAX_VALUE_BYTES {s.dead_letter_max_value_bytes} (raise it to at "
+        f"least {needed}, or lower the setting)"
+    )
 
 
 def unsafe_outputs(config: Config, admin: AdminClient, metadata: ClusterMetadata) -> list[str]:

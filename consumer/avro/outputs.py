@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from consumer.avro.attributed_writer import LAYOUT, encode_attributed
 from consumer.avro.codec import Codec
@@ -41,6 +41,12 @@ class Output:
         self.key = key
         self.value = value
         self.source_timestamp_ms = source_timestamp_ms
+
+
+# Room beside LEADS_DEAD_LETTER_MAX_VALUE_BYTES for the rest of a dead letter (its fields, detail,
+# topic name and the record's framing): the producer's message.max.bytes and the dead-letter
+# topic's max.message.bytes must be at least their sum (consumer/app.py, consumer/preflight.py).
+DEAD_LETTER_ENVELOPE_BYTES: Final = 10_000
 
 
 class OutputCodecs:
@@ -140,13 +146,19 @@ class OutputCodecs:
     def dead_letter_output(
         self, source: SourceRecord, reason: DeadLetterReason, detail: str, failed_at_ms: int
     ) -> Output:
-        value = source.value
+        value, key = source.value, source.key
         # A record near the size limit, with the envelope around it, would not fit in the dead-letter
         # topic: the transaction would fail and the batch be replayed for ever (contract rule 6).
-        # The key goes twice (the record's key and its field), so it counts twice against the room.
-        room = self.settings.dead_letter_max_value_bytes - 2 * len(source.key or b"")
+        # The key goes twice (the record's key and its field), so it counts twice against the room;
+        # a key of more than a quarter of it (no cid is: they are at most 255 characters) keeps its
+        # first bytes too, and the value gets the rest.
+        limit = self.settings.dead_letter_max_value_bytes
+        if key is not None and len(key) > limit // 4:
+            detail = f"{detail}; key truncated to its first {limit // 4} of {len(key)} bytes"
+            key = key[: limit // 4]
+        room = limit - 2 * len(key or b"")
         truncated = len(value) > room
-        kept = max(room, 0)
+        kept = room
         record: dict[str, Any] = {
             "reason": reason.value,
             "detail": f"{detail}; value truncated to its first {kept} of {len(value)} bytes"
@@ -155,7 +167,7 @@ class OutputCodecs:
             "sourceTopic": source.topic,
             "sourcePartition": source.partition,
             "sourceOffset": source.offset,
-            "key": source.key,
+            "key": key,
             "value": value[:kept] if truncated else value,
             "failedAt": failed_at_ms,
             "valueTruncated": truncated,
@@ -163,5 +175,5 @@ class OutputCodecs:
             "originalValueSha256": hashlib.sha256(value).hexdigest() if truncated else None,
         }
         return Output(
-            self.settings.dead_letter_topic, source.key, self.dead_letter.encode(record), source.timestamp_ms
+            self.settings.dead_letter_topic, key, self.dead_letter.encode(record), source.timestamp_ms
         )

@@ -307,7 +307,12 @@ class TransactionalCommitter(_Base):
 class AtLeastOnceCommitter(_Base):
     def _deliver(self, outputs: Sequence[Output]) -> None:
         self._delivery_errors.clear()
-        self._produce(outputs)  # Step 1
+        try:
+            self._produce(outputs)  # Step 1
+        except KafkaException as exc:  # refused before it left (unknown topic, too large): retried
+            COMMIT_FAILURES.inc()
+            KAFKA_ERRORS.inc()
+            raise CommitFailed(f"delivery failed: {_describe(exc)}") from None
         remaining = self.producer.flush(TRANSACTION_TIMEOUT_S)  # Step 2
         if remaining or self._delivery_errors:
             COMMIT_FAILURES.inc()

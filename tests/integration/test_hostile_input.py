@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import redis
 from confluent_kafka import Producer
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from consumer.avro.codec import Codec
 from consumer.avro.schemas import decode, load_schema, schema_text
-from harness.kafka import BOOTSTRAP, Topics, lead, produce, read_topic, security
+from harness.kafka import BOOTSTRAP, Topics, admin, lead, produce, read_topic, security
 from tests.integration.conftest import OPERATOR_ENV, StartConsumer
 from tests.support.cli import leadattr
 from tests.support.standin_registry import StandinRegistry
@@ -190,4 +191,50 @@ def test_a_plain_record_whose_map_claims_more_entries_than_its_bytes_is_dead_let
         dead["detail"] == "not decoded: a block claims 134217728 items, more than the 14 bytes left can hold"
     )
     assert [r["clickId"] for r in read_topic(topics.attributed, expected=1)] == ["c"]
+    assert consumer.stop() == 0
+
+
+def test_a_key_near_the_size_limit_makes_a_dead_letter_that_fits(
+    topics: Topics, start_consumer: StartConsumer
+) -> None:
+    consumer = start_consumer()
+    producer = Producer(
+        {"bootstrap.servers": BOOTSTRAP, "message.max.bytes": 1_048_000, **security(BOOTSTRAP)}
+    )
+    huge_key = b"k" * 1_000_000
+    producer.produce(topics.input, key=huge_key, value=b"not avro", partition=0)
+    behind = Codec("lead_event").encode(lead("key-1", "signup", clickId="click-k"))
+    producer.produce(topics.input, key=b"key-1", value=behind, partition=0)
+    assert producer.flush(30) == 0
+    [dead] = read_topic(topics.dead_letter, expected=1, timeout_s=60)
+    assert dead["_key"] == dead["key"] == huge_key[: 990_000 // 4]
+    assert (dead["value"], dead["valueTruncated"]) == (b"not avro", False)
+    assert "key truncated to its first 247500 of 1000000 bytes" in dead["detail"]
+    assert [r["clickId"] for r in read_topic(topics.attributed, expected=1, timeout_s=60)] == ["click-k"]
+    assert consumer.stop() == 0
+
+
+def test_start_up_refuses_a_dead_letter_topic_too_small_for_its_dead_letters(
+    topics: Topics, start_consumer: StartConsumer
+) -> None:
+    client = admin()
+    resource = ConfigResource(
+        "topic",
+        topics.dead_letter,
+        incremental_configs=[
+            ConfigEntry("max.message.bytes", "100000", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    for future in client.incremental_alter_configs([resource]).values():
+        future.result(30)
+    refused = start_consumer(wait_ready=False, LEADS_STARTUP_TIMEOUT_SECONDS="1")
+    assert refused.proc is not None and refused.proc.wait(60) == 3
+    lines = [line for line in refused.logs().splitlines() if line.startswith("leadattr: ")]
+    assert lines == [
+        f"leadattr: kafka at {BOOTSTRAP}: topic {topics.dead_letter}: max.message.bytes 100000 cannot take a "
+        "dead letter of LEADS_DEAD_LETTER_MAX_VALUE_BYTES 990000 (raise it to at least 1000000, or lower the "
+        "setting)"
+    ], refused.logs()[-2000:]
+    # Lowered to fit: it starts.
+    consumer = start_consumer(LEADS_DEAD_LETTER_MAX_VALUE_BYTES="90000")
     assert consumer.stop() == 0

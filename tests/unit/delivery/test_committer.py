@@ -133,3 +133,21 @@ def test_a_transactional_call_that_never_returns_abandons_its_producer(
     assert len(producers) == 2
     assert log == ["init", "begin", "send_offsets (stuck)", "init", "begin", "commit"]
     release.set()
+
+
+class RefusingProducer:
+    """produce() refusing a record before it leaves, as librdkafka does for one over
+    message.max.bytes or for a topic it knows does not exist."""
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Message size too large"))
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+
+def test_at_least_once_turns_a_refused_produce_into_a_retried_commit_failure() -> None:
+    # Before, the KafkaException escaped the run loop and the process crash-looped.
+    committer = commit.AtLeastOnceCommitter(lambda: cast(Any, RefusingProducer()))
+    with pytest.raises(CommitFailed, match="delivery failed: MSG_SIZE_TOO_LARGE"):
+        committer.commit_batch([Output("leads.attributed", b"k", b"v", None)], {(TOPIC, 0): 1}, None)
