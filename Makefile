@@ -7,7 +7,7 @@ SERVICES := deploy/local/services.sh
 # KAFKA_PORT, REDIS_PORT, KAFKA_BROKERS=3, SECURE=1, REDIS_HA=1 reach services.sh from the environment;
 # each shape has its own default ports (deploy/local/services.sh help).
 
-.PHONY: help venv compile pure services-up services-down test unit integration lint format run bench chaos clean
+.PHONY: help venv compile pure services-up services-down test unit integration lint format run bench bench-cluster chaos clean
 
 help:
 	@echo "make run            demo: local Kafka + Redis, the consumer, sample leads, results"
@@ -20,7 +20,8 @@ help:
 	@echo "                   (KAFKA_BROKERS=3: a three-node cluster; SECURE=1: SASL_SSL + TLS; REDIS_HA=1: Sentinel)"
 	@echo "make services-down  stop them"
 	@echo "make bench          throughput, latency and memory benchmark (figures in docs/performance.md)"
-	@echo "make chaos          fault suite: kill -9, Redis and broker restarts, rebalances"
+	@echo "make bench-cluster  the same on a three-broker cluster, topics at replication factor 3"
+	@echo "make chaos          fault suite: kill -9, Redis and broker faults, rebalances, a broker cluster"
 
 # Extensions of modules no longer listed in setup.py would still be imported: every build starts
 # from none.
@@ -85,6 +86,9 @@ run: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+bench-cluster: venv
+	$(BIN)/python -m bench --brokers 3
 
 chaos: venv
 	$(BIN)/python -m tests.chaos

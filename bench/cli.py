@@ -33,6 +33,13 @@ ALL_PHASES = ("eos", "durable", "alo", "two", "latency", "memory")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="events per throughput phase (200,000)")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="Kafka nodes: 1, or a three-node cluster with topics at replication factor 3 (1)",
+    )
     parser.add_argument("--batch-size", type=int, default=2000, help="LEADS_BATCH_SIZE (2000)")
     parser.add_argument(
         "--batch-wait-ms",
@@ -290,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     workdir = out / "logs" / run_id
     workdir.mkdir(parents=True, exist_ok=True)
-    services = bench_services()
+    services = bench_services(args.brokers)
     result: dict[str, Any] = {
         "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m bench " + " ".join(argv),
@@ -310,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             "broker_config": broker_configs,
             "phases": selected,
             "kafka": services.bootstrap,
+            "brokers": args.brokers,
             "redis": services.redis_url,
         },
         "phases": [],

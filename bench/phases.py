@@ -44,7 +44,10 @@ class Context:
     def topic_set(self, label: str) -> Topics:
         name = f"bench-{self.run_id}-{label}"
         topics = Topics(name, name, self.prefix(label))
-        create_topics(topics.all(), 6, self.services.bootstrap, topics.configs())
+        # On a cluster as production runs it: three replicas, two in sync for a write (acks=all).
+        durable = {"min.insync.replicas": "2"} if self.services.brokers >= 3 else {}
+        configs = {name: {**durable, **topics.configs().get(name, {})} for name in topics.all()}
+        create_topics(topics.all(), 6, self.services.bootstrap, configs, min(3, self.services.brokers))
         self.topics += topics.all()
         return topics
 

@@ -165,6 +165,7 @@ def create_topics(
     partitions: int = 3,
     bootstrap: str = BOOTSTRAP,
     configs: Mapping[str, Mapping[str, str]] | None = None,
+    replication_factor: int = 1,
 ) -> None:
     """Create topics (a mapping gives each its own partition count; ``configs`` a topic its own
     settings) and wait until the metadata shows every one of them: it propagates asynchronously,
@@ -174,7 +175,9 @@ def create_topics(
     client = admin(bootstrap)
     futures = client.create_topics(
         [
-            NewTopic(n, num_partitions=p, replication_factor=1, config=dict(settings.get(n, {})))
+            NewTopic(
+                n, num_partitions=p, replication_factor=replication_factor, config=dict(settings.get(n, {}))
+            )
             for n, p in counts.items()
         ]
     )

@@ -48,8 +48,13 @@ class LocalServices:
         )
 
     @property
+    def brokers(self) -> int:
+        return int(self.shape.get("KAFKA_BROKERS", "1"))
+
+    @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        """Every node of the shape: a client started while one is down still finds the others."""
+        return ",".join(f"127.0.0.1:{self.kafka_port + i}" for i in range(self.brokers))
 
     @property
     def redis_url(self) -> str:

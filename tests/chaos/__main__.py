@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.services import LocalServices
 from tests.chaos.driver import Outcome, Run, log_root
 from tests.chaos.scenarios import DEFAULT, SCENARIOS
-from tests.chaos.services import chaos_ha_services, chaos_services
+from tests.chaos.services import chaos_cluster_services, chaos_ha_services, chaos_services
 from tests.chaos.stream import Stream, generate
 from tests.chaos.windows import generate_windowed
 
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     root = log_root()
     ha: LocalServices | None = None  # the Redis HA shape, started for the first scenario on it
+    cluster: LocalServices | None = None  # the three-broker shape, likewise
     try:
         for run_index in range(args.runs):
             seed = first_seed + run_index
@@ -101,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
                             flush=True,
                         )
                         ha.up()
+                    if scenario.cluster and cluster is None:
+                        cluster = chaos_cluster_services()
+                        print(f"chaos: three-broker cluster, Kafka {cluster.bootstrap}", flush=True)
+                        cluster.up(require_owned=True)
                     on = ha if scenario.redis_ha and ha is not None else services
+                    on = cluster if scenario.cluster and cluster is not None else on
                     outcome = run_one(name, on, chosen, seed, args.rate, root)
                 except Exception:
                     outcome = Outcome(name, args.events)
@@ -113,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             services.stop_started()
             if ha is not None:
                 ha.stop_started()
+            if cluster is not None:
+                cluster.stop_started()
     failed = [o for o in outcomes if not o.ok]
     print(
         f"\nchaos: {len(outcomes)} runs in {time.monotonic() - started:.0f}s, "

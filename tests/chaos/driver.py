@@ -252,11 +252,15 @@ class Run:
 
     def execute(self, scenario: Callable[[Run], None]) -> Outcome:
         self.services.ensure()
+        # On the cluster as production runs it: three replicas, two of them in sync for a write.
+        durable = {"min.insync.replicas": "2"} if self.services.brokers >= 3 else {}
+        configs = {**self.topics.configs(), self.topics.input: {"message.timestamp.type": "LogAppendTime"}}
         create_topics(
             {self.topics.input: INPUT_PARTITIONS, **dict.fromkeys(self.topics.outputs(), OUTPUT_PARTITIONS)},
             bootstrap=self.services.bootstrap,
             # The records' timestamps are the broker's, as the README recommends: arrival time.
-            configs={**self.topics.configs(), self.topics.input: {"message.timestamp.type": "LogAppendTime"}},
+            configs={name: {**durable, **configs.get(name, {})} for name in self.topics.all()},
+            replication_factor=min(3, self.services.brokers),
         )
         try:
             scenario(self)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tests.chaos.cluster_faults import cluster, fresh_kills
 from tests.chaos.driver import Run
 from tests.chaos.state_faults import redis_aof_cut, redis_failover, redis_flush, redis_stale, zombie
 from tests.chaos.time_faults import clocks, expiry_kills, lagging, outage
@@ -273,6 +274,7 @@ class Scenario:
     rate_factor: float = 1.0
     windowed: bool = False  # the windowed stream (tests/chaos/windows.py), at its own steady rate
     redis_ha: bool = False  # on the Redis high-availability shape (primary, replica, Sentinel)
+    cluster: bool = False  # on the three-broker cluster (tests/chaos/cluster_faults.py)
     env: dict[str, str] = field(default_factory=dict)  # the consumers' settings of this scenario
 
 
@@ -292,6 +294,8 @@ SCENARIOS: dict[str, Scenario] = {
     "redis-flush": Scenario(redis_flush),
     "redis-aof-cut": Scenario(redis_aof_cut),
     "zombie": Scenario(zombie),
+    "cluster": Scenario(cluster, rate_factor=0.25, cluster=True),
+    "fresh-kills": Scenario(fresh_kills),
     "baseline": Scenario(baseline),
     "small": Scenario(small),
 }
@@ -311,4 +315,6 @@ DEFAULT = [
     "redis-flush",
     "redis-aof-cut",
     "zombie",
+    "cluster",
+    "fresh-kills",
 ]

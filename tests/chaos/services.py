@@ -21,6 +21,14 @@ def chaos_ha_services() -> LocalServices:
     return services
 
 
+def chaos_cluster_services() -> LocalServices:
+    """Three Kafka nodes beside the chaos pair (clients 19292-19294, controllers 20292-20294) and
+    a Redis of their own (16579), in .services-chaos/cluster: the cluster scenarios."""
+    services = LocalServices.from_env("CHAOS_CLUSTER", 19292, 16579, ".services-chaos")
+    services.shape = {"KAFKA_BROKERS": "3"}
+    return services
+
+
 _shared: LocalServices | None = None
 
 
