@@ -128,7 +128,7 @@ def cluster(run: Run) -> None:
         roles[leader] = "leader of input partition 0 and transaction coordinator of c1"
     run.note(f"brokers killed in the order {order}")
     for index, node in enumerate(order):
-        run.at_progress(0.08 + 0.16 * index)
+        run.at_progress(0.06 + 0.12 * index)
         run.wait_working()
 
         def crash(node: int = node) -> float:
@@ -138,7 +138,7 @@ def cluster(run: Run) -> None:
 
         _watched(run, f"kill -9 broker {node} ({roles.get(node, 'neither')}) and start", crash)
         _in_sync(run)
-    run.at_progress(0.55)
+    run.at_progress(0.45)
 
     def rolling() -> float:
         started = time.monotonic()
@@ -172,26 +172,50 @@ def cluster(run: Run) -> None:
     )
 
 
+def _first_commits(run: Run, timeout_s: float) -> int:
+    """Waits until some input partitions have a first commit and others not yet (or the timeout):
+    the moment to kill a fresh group. Returns how many have one."""
+    deadline = time.monotonic() + timeout_s
+    done = 0
+    while time.monotonic() < deadline:
+        offsets = committed_now(run.services, run.topics.group, run.topics.input, stable=False)
+        done = sum(1 for offset in offsets.values() if offset >= 0)
+        if 0 < done < INPUT_PARTITIONS:
+            return done
+        time.sleep(0.05)
+    return done
+
+
 def fresh_kills(run: Run) -> None:
-    """The stream is already waiting when the group first forms: the first kill lands before some
-    partitions' first commit, the second during the replay of what the first left open."""
+    """The stream is already waiting when the group first forms: the first kill lands once some
+    partitions have their first commit and others not yet, the second during the replay of what
+    the first left open."""
     run.begin_feeding()
     run.at_progress(0.05)
-    static = {"LEADS_INSTANCE_ID": "pod-0"}
+    pods = {"c1": {"LEADS_INSTANCE_ID": "pod-0"}, "c2": {"LEADS_INSTANCE_ID": "pod-1"}}
     for kill in range(2):
-        run.fleet.start("c1", stable_id=False, wait=False, env=static)
-        run.fleet.start("c2", stable_id=False, wait=False, env={"LEADS_INSTANCE_ID": "pod-1"})
-        run.sleep(run.rng.uniform(1.0, 4.0) if kill == 0 else run.rng.uniform(0.5, 2.0))
-        committed = committed_now(run.services, run.topics.group, run.topics.input, stable=False)
+        for slot, env in pods.items():
+            run.fleet.start(slot, stable_id=False, wait=False, env=env)
+        if kill == 0:
+            committed = _first_commits(run, 20.0)
+        else:
+            run.sleep(run.rng.uniform(0.5, 2.0))
+            committed = sum(
+                1
+                for offset in committed_now(
+                    run.services, run.topics.group, run.topics.input, stable=False
+                ).values()
+                if offset >= 0
+            )
         in_flight = len(run.in_flight())
-        run.fleet.kill("c1")
-        run.fleet.kill("c2")
+        for slot in pods:
+            run.fleet.kill(slot)
         when = "in the first seconds of the group" if kill == 0 else "during the replay"
         run.fault(
-            f"kill -9 of both {when}: {len(committed)} of {INPUT_PARTITIONS} partitions committed, "
+            f"kill -9 of both {when}: {committed} of {INPUT_PARTITIONS} partitions committed once, "
             f"{in_flight} journaled decisions uncommitted"
         )
         run.sleep(run.rng.uniform(0.1, 1.0))
-    run.fleet.start("c1", stable_id=False, env=static)
-    run.fleet.start("c2", stable_id=False, env={"LEADS_INSTANCE_ID": "pod-1"})
-    run.wait_ready(["c1", "c2"], 60, "the kills")
+    for slot, env in pods.items():
+        run.fleet.start(slot, stable_id=False, env=env)
+    run.wait_ready(list(pods), 60, "the kills")

@@ -294,7 +294,7 @@ SCENARIOS: dict[str, Scenario] = {
     "redis-flush": Scenario(redis_flush),
     "redis-aof-cut": Scenario(redis_aof_cut),
     "zombie": Scenario(zombie),
-    "cluster": Scenario(cluster, rate_factor=0.25, cluster=True),
+    "cluster": Scenario(cluster, rate_factor=0.2, cluster=True),
     "fresh-kills": Scenario(fresh_kills),
     "baseline": Scenario(baseline),
     "small": Scenario(small),
