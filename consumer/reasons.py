@@ -19,6 +19,7 @@ class DeadLetterReason(StrEnum):
     MISSING_CLICK_ID = "missing_click_id"  # mode "deferred" without a clickId
     DUPLICATE_ATTRIBUTION = "duplicate_attribution"  # a second click for a lead whose attribution is locked
     CORRUPT_STATE = "corrupt_state"  # the customer's stored state could not be read (moved aside)
+    STATE_LIMIT = "state_limit"  # the event would grow the customer's state past MAX_STATE_BYTES
 
 
 class UnlinkedReason(StrEnum):

@@ -37,11 +37,22 @@ from consumer.processing.quarantine import DETAIL, readable
 from consumer.reasons import DeadLetterReason
 from consumer.rules.attribute import Windows, attribute
 from consumer.rules.validate import validate, validate_fields
-from consumer.state.codec import CorruptState, decode_journal, encode_journal, frame_journal
+from consumer.state.codec import (
+    MAX_STATE_BYTES,
+    CorruptState,
+    decode_journal,
+    encode_journal,
+    frame_journal,
+    too_large,
+)
 from consumer.state.customer import PartitionKey, Write
 from consumer.state.keys import journal_field
 from consumer.state.store import Reading, StateStore, nothing_applied
 from consumer.state.transition import plan_write
+
+STATE_LIMIT_DETAIL: Final = (
+    f"the customer's state would exceed {MAX_STATE_BYTES} bytes with this event; the event was not stored"
+)
 
 # Compare-and-set conflicts need another instance writing the same customer in the same
 # milliseconds; a handful of retries is plenty, and more would hide a bug.
@@ -335,7 +346,17 @@ class BatchProcessor:
             # When the record reached Kafka: every window runs on it (contract rule 8). A record
             # without a timestamp (a client too old to set one) is taken as arriving now.
             at_ms = source.timestamp_ms if source.timestamp_ms is not None else now_ms
+            before = state
             state, decision = attribute(state, event, at_ms, now_ms, self._windows)
+            if state is not before and too_large(state):  # its changelog record would not fit
+                state, decision = (
+                    before,
+                    Decision(
+                        dead_letter=DeadLetterReason.STATE_LIMIT,
+                        detail=STATE_LIMIT_DETAIL,
+                        decided_at_ms=now_ms,
+                    ),
+                )
             record = None
             if decision.attributed is not None:
                 record = records[i] = self._codecs.attributed_value(decision.attributed)

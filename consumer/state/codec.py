@@ -114,6 +114,23 @@ def encode_state(state: CustomerState) -> bytes:
     return b"".join(parts)
 
 
+# The largest state a customer may have: its changelog record (key and this) must fit the
+# producer's message.max.bytes (1,000,000) and the topic's max.message.bytes, or its batch fails for
+# ever. Legitimate states are a few hundred bytes; only thousands of distinct event names within
+# the dedupe window come near (consumer/processing/batch.py dead-letters the event that would pass it).
+MAX_STATE_BYTES: Final = 500_000
+# A state of at most this many items cannot reach MAX_STATE_BYTES (an item is at most ~43 KB: its
+# texts at their limits of contract section 2, in UTF-8): it is not encoded to be measured.
+_SMALL_STATE_ITEMS: Final = 8
+
+
+def too_large(state: CustomerState) -> bool:
+    """The state would take more than MAX_STATE_BYTES."""
+    if len(state.pending) + len(state.held) + len(state.done) <= _SMALL_STATE_ITEMS:
+        return False
+    return len(encode_state(state)) > MAX_STATE_BYTES
+
+
 class CorruptState(ValueError):
     """A stored state this release cannot read (consumer/processing/quarantine.py moves it aside). The
     message never quotes the blob's content: it may hold a customer's name or email."""
