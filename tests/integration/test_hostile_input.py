@@ -20,6 +20,7 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 
 from consumer.avro.codec import Codec
 from consumer.avro.schemas import decode, load_schema, schema_text
+from consumer.avro.varint import uvarint, zigzag
 from consumer.model import Invalid, SourceRecord
 from consumer.processing.batch import parse
 from harness.kafka import BOOTSTRAP, Topics, admin, lead, produce, read_topic, security
@@ -116,13 +117,8 @@ def _unframed(schema: str) -> Callable[[bytes], dict[str, Any]]:
 
 
 def _long(n: int) -> bytes:
-    """Avro's zigzag varint."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    return bytes(out) + bytes((z,))
+    """An Avro long: zigzag, then a base-128 varint."""
+    return uvarint(zigzag(n))
 
 
 def test_decoding_bombs_are_dead_lettered_at_once_and_the_partition_moves_on(

@@ -17,6 +17,7 @@ from consumer.avro.bounds import MAX_DEPTH, MAX_ITEMS, Unbounded, check, program
 from consumer.avro.codec import Codec
 from consumer.avro.registry import SchemaRegistry
 from consumer.avro.schemas import load_schema, schema_text
+from consumer.avro.varint import uvarint, zigzag
 from consumer.model import Invalid, SourceRecord
 from consumer.processing.batch import parse
 from consumer.reasons import DeadLetterReason
@@ -25,13 +26,8 @@ from tests.support.standin_registry import StandinRegistry
 
 
 def _long(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    """An Avro long: zigzag, then a base-128 varint."""
+    return uvarint(zigzag(n))
 
 
 def _encode(schema: Any, record: Any) -> bytes:

@@ -22,6 +22,7 @@ from consumer.avro.codec import Codec
 from consumer.avro.outputs import OutputCodecs
 from consumer.avro.registry import SchemaRegistry
 from consumer.avro.schemas import schema_text
+from consumer.avro.varint import uvarint, zigzag
 from consumer.config import Settings
 from consumer.model import Decision, Invalid, SourceRecord
 from consumer.processing.batch import BatchProcessor, parse
@@ -50,12 +51,8 @@ def _avro(schema: Any, record: Any) -> bytes:
 
 
 def _long(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    return bytes(out) + bytes((z,))
+    """An Avro long: zigzag, then a base-128 varint."""
+    return uvarint(zigzag(n))
 
 
 def _text(rng: random.Random) -> bytes:
