@@ -12,6 +12,11 @@ from redis.sentinel import Sentinel
 # Short timeouts: an unreachable Redis must surface as an error the run loop can back off on, not as
 # a consumer hung past max.poll.interval.ms.
 _TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 3}
+# Called untyped: redis-py 8.1 leaves them without annotations and 8.2 types Sentinel.master_for
+# with positional classes our keyword options do not match; either way a type: ignore would be
+# wrong under the other release.
+_parse_url: Any = parse_url
+_Sentinel: Any = Sentinel
 
 
 def connect(url: str, sentinels: str | None = None, master: str | None = None) -> redis.Redis:
@@ -21,7 +26,7 @@ def connect(url: str, sentinels: str | None = None, master: str | None = None) -
     database come from ``url`` either way; Sentinel itself is reached over TLS when ``url`` is."""
     if not sentinels:
         return redis.Redis.from_url(url, health_check_interval=30, **_TIMEOUTS)
-    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    options: dict[str, Any] = _parse_url(url)
     options.pop("host", None)
     options.pop("port", None)
     tls = options.pop("connection_class", None) is SSLConnection
@@ -29,10 +34,10 @@ def connect(url: str, sentinels: str | None = None, master: str | None = None) -
     addresses = [
         (host, int(port)) for host, port in (part.strip().rsplit(":", 1) for part in sentinels.split(","))
     ]
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = _Sentinel(
         addresses, sentinel_kwargs={**_TIMEOUTS, **({"ssl": True, **tls_options} if tls else {})}
     )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(
         master or "", ssl=tls, health_check_interval=30, **_TIMEOUTS, **options
     )
     return client
