@@ -326,20 +326,18 @@ class BatchProcessor:
         changelog is the one that did not commit."""
         blob = reading.states.get(cid)
         old = readable(self._store, cid, blob, "batch")
-        journal: dict[PartitionKey, list[bytes]] = {}
         if isinstance(old, CorruptState):
             assert blob is not None
             return self._set_aside(cid, blob, old, indexes, sources, reading, now_ms, decisions, records)
         state = old
+        journal: dict[PartitionKey, list[bytes]] = {}
         replayed = False
         for i in indexes:
             source = sources[i]
             entry = reading.journal.get((source.topic, source.partition, source.offset))
             if entry is not None:  # replay: decided before, re-emit the same
                 replayed = True
-                decisions[i], record = decode_journal(entry, self._codecs.decode_attributed)
-                if record is not None:
-                    records[i] = record
+                self._replay(i, entry, decisions, records)
                 continue
             event = parsed[i]
             assert isinstance(event, LeadEvent)
@@ -369,6 +367,14 @@ class BatchProcessor:
             changes[cid] = blob  # replayed: see above (None: a tombstone, harmless if there was nothing)
         return write
 
+    def _replay(
+        self, i: int, entry: bytes, decisions: dict[int, Decision], records: dict[int, bytes]
+    ) -> None:
+        """Record ``i`` was decided before (its journal ``entry``): the same decision and record bytes."""
+        decisions[i], record = decode_journal(entry, self._codecs.decode_attributed)
+        if record is not None:
+            records[i] = record
+
     def _set_aside(
         self,
         cid: str,
@@ -388,9 +394,7 @@ class BatchProcessor:
             source = sources[i]
             entry = reading.journal.get((source.topic, source.partition, source.offset))
             if entry is not None:  # decided before the state went bad: re-emit the same
-                decisions[i], record = decode_journal(entry, self._codecs.decode_attributed)
-                if record is not None:
-                    records[i] = record
+                self._replay(i, entry, decisions, records)
                 continue
             decision = Decision(
                 dead_letter=DeadLetterReason.CORRUPT_STATE, detail=DETAIL.format(error), decided_at_ms=now_ms
