@@ -41,6 +41,10 @@ _RETRIED = (redis.RedisError, ConflictError, OSError, ReplicasBehind, StateLost)
 class Recovering(Protocol):
     def refused(self, error: StateLost) -> None: ...
 
+    def intact(self) -> None: ...
+
+    def recheck(self) -> None: ...
+
 
 def report(health: Health, recovery: Recovering, error: Exception) -> None:
     """A failed Redis step, into readiness (and into the recovery of state, when it was refused).
@@ -129,6 +133,7 @@ class Retrying:
         if result is None:
             self.offsets.rewind(sources)  # stopping during an outage: nothing was published
             return None
+        self.recovery.intact()  # its write passed the guards (consumer/state/recovery.py)
         return Processed(sources, result, started)
 
     def complete(self, written: Written) -> Processed | None:
@@ -137,6 +142,7 @@ class Retrying:
         try:
             result = self.processor.finish(written.batch)
             self._succeeded()
+            self.recovery.intact()
             return Processed(written.sources, result, written.started)
         except Fenced as fenced:
             log.warning(

@@ -368,6 +368,12 @@ class _NoRecovery:
     def refused(self, error: StateLost) -> None:
         log.warning("state refused", extra=fields(detail=str(error)))
 
+    def intact(self) -> None:
+        pass
+
+    def recheck(self) -> None:
+        pass
+
 
 def _drain(batch: Started) -> None:
     """Read the reply of a write whose batch is dropped (rewound): the connection goes back clean."""

@@ -75,6 +75,7 @@ class Timers:
             self.next_sweep = now + (0 if more else self.sweep_interval_s)
         if now >= self.next_counts:
             self.next_counts = now + COUNTS_INTERVAL_S
+            self.recovery.recheck()  # a lost state restored meanwhile by another instance or an operator
             try:
                 pending, held = self.store.counts()
                 metrics.PENDING.set(pending)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
+from confluent_kafka import KafkaException
 
 from consumer.health import Health
 from consumer.logs import fields
@@ -230,6 +231,7 @@ class Recovery:
         self.committed: CommittedOffsets = committed or _unknown
         self.reader = reader
         self.auto = auto
+        self._refusal: str | None = None  # why this instance did not restore, logged once per loss
 
     def check(self, partitions: Sequence[PartitionKey] | None = None) -> bool:
         """Compare Redis with Kafka's committed offsets (of every input partition, or of the
@@ -241,10 +243,26 @@ class Recovery:
         lost = lost_partitions(self.store, committed)
         if not lost:
             self.store.note_progress({p: o for p, o in committed.items() if o >= 0})
-            self.health.report_state(True)
+            self._report_intact()
             return True
         self._lost(lost)
         return False
+
+    def intact(self) -> None:
+        """A batch's write passed its guards: Redis holds everything this instance knows was
+        committed. After a loss, that is how an instance that did not restore learns that another
+        one did (or that an operator ran restore-state), and it reports ready again."""
+        if not self.health.state_ok:
+            self._report_intact()
+
+    def recheck(self) -> None:
+        """While the state is known lost: judge again (an idle instance has no write to learn from)."""
+        if self.health.state_ok:
+            return
+        try:
+            self.check()
+        except (redis.RedisError, KafkaException, TimeoutError) as error:
+            log.debug("lost state not judged again yet", extra=fields(error=str(error)))
 
     def refused(self, error: StateLost) -> None:
         """A write was refused by its guard: lost committed state, or only uncommitted writes?"""
@@ -256,7 +274,7 @@ class Recovery:
             )
             self.store.trust_progress()
             self.store.reclaim()
-            self.health.report_state(True)
+            self._report_intact()
             return
         self._lost(lost)
 
@@ -270,7 +288,9 @@ class Recovery:
         try:
             done = restore(self.store, reader, self.committed, self.health.beat)
         except RestoreRefused as refusal:
-            log.warning("state not restored here", extra=fields(reason=str(refusal)))
+            if str(refusal) != self._refusal:  # each retry is refused alike: one line per loss
+                log.warning("state not restored here", extra=fields(reason=str(refusal)))
+                self._refusal = str(refusal)
             return
         finally:
             reader.close()
@@ -279,4 +299,8 @@ class Recovery:
             extra=fields(states=done.states, records=done.records, seconds=round(done.seconds, 1)),
         )
         self.store.reclaim()
+        self._report_intact()
+
+    def _report_intact(self) -> None:
+        self._refusal = None
         self.health.report_state(True)

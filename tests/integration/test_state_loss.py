@@ -140,3 +140,48 @@ def test_a_redis_with_states_and_an_empty_changelog_is_never_restored_over(
     assert len(read_topic(topics.attributed, expected=CUSTOMERS, timeout_s=60)) == CUSTOMERS
     assert "state lost" not in again.logs()
     assert again.stop() == 0
+
+
+def _wait_assigned(consumers: list[ConsumerProcess], partitions: int = 3, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while sum(c.metric("leads_assigned_partitions") for c in consumers) != partitions or any(
+        c.metric("leads_assigned_partitions") == 0 for c in consumers
+    ):
+        assert time.monotonic() < deadline, "the two consumers never shared the input's partitions"
+        time.sleep(0.3)
+
+
+def test_an_instance_that_did_not_restore_reports_ready_once_another_did(
+    topics: Topics, start_consumer: StartConsumer, redis_client: redis.Redis
+) -> None:
+    """Redis back in time as after a failover to a stale replica (states and progress gone, the
+    partition owners kept): both instances notice; the one that may restore does, the other
+    (manual) must learn it from its next write and say ready again, not state_lost for ever."""
+    restorer = start_consumer()
+    waiter = start_consumer(LEADS_STATE_RESTORE="manual")
+    _wait_assigned([restorer, waiter])
+    produce(topics.input, _event1s())
+    _wait_committed(topics, CUSTOMERS)
+    lock = f"{topics.redis_prefix}:restore-lock"
+    assert redis_client.set(lock, "another-restorer", nx=True, px=120_000)  # a restore under way elsewhere
+    states = list(redis_client.scan_iter(match=f"{topics.redis_prefix}:s:*"))
+    assert len(states) == CUSTOMERS
+    redis_client.delete(*states, f"{topics.redis_prefix}:progress:{topics.group}")
+    produce(topics.input, _event2s())  # Event 2s on every partition: both instances write, and are refused
+    _wait_metric(restorer, "leads_state_lost", 1)
+    _wait_metric(waiter, "leads_state_lost", 1)
+    assert read_topic(topics.attributed, timeout_s=2, idle_s=1) == []
+    redis_client.delete(lock)  # the other restore gave up: the automatic instance restores
+    attributed = read_topic(topics.attributed, expected=CUSTOMERS, timeout_s=60)
+    assert sorted(r["customerExternalId"] for r in attributed) == sorted(
+        f"c-loss-{i}" for i in range(CUSTOMERS)
+    )
+    assert read_topic(topics.unlinked, timeout_s=3, idle_s=1) == []
+    _wait_metric(waiter, "leads_state_lost", 0)
+    for consumer in (restorer, waiter):
+        status, body = consumer.get("/readyz")
+        assert status == 200, body
+    assert waiter.logs().count("state lost: redis holds less than was committed") == 1
+    assert restorer.logs().count("state not restored here") == 1  # refused while the lock was held, once
+    for consumer in (restorer, waiter):
+        assert consumer.stop() == 0
