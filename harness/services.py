@@ -27,7 +27,8 @@ class LocalServices:
     directory: Path
     started: list[str] = field(default_factory=list)  # what up() started, for stop_started()
     # The shape's variables (services.sh help), e.g. {"REDIS_HA": "1"}: a primary on redis_port, a
-    # replica on redis_port + 1, Sentinel on redis_port + 20000 watching "leadattr".
+    # replica on redis_port + 1, Sentinel on REDIS_SENTINEL_PORT (redis_port + 20000 unless the
+    # shape names it) watching "leadattr".
     shape: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -36,7 +37,7 @@ class LocalServices:
 
     @property
     def sentinels(self) -> str:
-        return f"127.0.0.1:{self.redis_port + 20000}"
+        return f"127.0.0.1:{self.shape.get('REDIS_SENTINEL_PORT', self.redis_port + 20000)}"
 
     @classmethod
     def from_env(cls, prefix: str, kafka_port: int, redis_port: int, folder: str) -> LocalServices:

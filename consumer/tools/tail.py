@@ -3,7 +3,8 @@
 `leadattr tail attributed` prints the last 10 records; `-n N` the last N (by timestamp, across
 partitions), `--from-beginning` all of them, `--follow` keeps printing new ones until Ctrl-C, and
 `--cid CID` keeps only one customer's (the dead letters: by their key). The topic is one of
-`attributed`, `unlinked`, `dead-letter`, `input`, `erasures`, `changelog`'s name or a topic's own name; records
+`attributed`, `unlinked`, `dead-letter`, `input`, `erasures` or one of their topic names (the state
+changelog holds internal state blobs, read by `inspect` and `restore-state`, not here); records
 are read read_committed (what analytics pipelines see), in the configured wire format (plain Avro
 or the registry's framing). Each line carries `_topic`, `_partition`, `_offset`, `_timestamp` and
 `_key`; bytes (a dead letter's original value) are base64. It joins no group and commits nothing.

@@ -15,9 +15,11 @@ def chaos_services() -> LocalServices:
 
 def chaos_ha_services() -> LocalServices:
     """The Redis high-availability shape beside the chaos pair: its own Kafka (19192), Redis
-    primary and replica (16479, 16480) and Sentinel (36479), in .services-chaos/redis-ha."""
+    primary and replica (16479, 16480) and Sentinel (16489), in .services-chaos/redis-ha. Every
+    port stays below the kernel's ephemeral range (32768-60999), where an outgoing connection on
+    the machine may hold it."""
     services = LocalServices.from_env("CHAOS_HA", 19192, 16479, ".services-chaos")
-    services.shape = {"REDIS_HA": "1"}
+    services.shape = {"REDIS_HA": "1", "REDIS_SENTINEL_PORT": "16489"}
     return services
 
 
