@@ -306,9 +306,31 @@ class Run:
             arrived = max((s for s in self.feeder.stamps if s is not None), default=0) / 1000
             until = arrived + max(windows.ttl_ms, windows.grace_ms) / 1000 + 12
             self.sleep(max(0.0, until - time.time()))
+            self._wait_swept()
         self.drained_at = self.elapsed()
         self.fleet.stop_all()
         self.committed, self.end = committed, end
+
+    def _wait_swept(self, timeout_s: float = 60.0) -> None:
+        """Every deadline of the windowed stream has passed: wait until the pending and held
+        counters are 0 (each item reported, published and released). A fault near the end of the
+        feed (an outage) brings the consumers back after the fixed wait, and stopping them then
+        cut their burst of expiries short."""
+        prefix = self.env["LEADS_REDIS_PREFIX"]
+        deadline = time.monotonic() + timeout_s
+        counts: list[int] = []
+        while time.monotonic() < deadline:
+            client = redis.Redis.from_url(self.services.redis_url)
+            try:
+                counts = [int(v or 0) for v in client.mget(f"{prefix}:pending", f"{prefix}:held")]
+            except redis.RedisError:
+                counts = []
+            finally:
+                client.close()
+            if counts == [0, 0]:
+                return
+            self.sleep(1.0)
+        self.note(f"pending / held still {counts} {timeout_s:.0f}s after the last deadline")
 
 
 def committed_now(services: LocalServices, group: str, topic: str, stable: bool = True) -> dict[int, int]:
