@@ -101,17 +101,21 @@ class Fleet:
             incarnation.ended = "killed"
             self.last_kill = time.monotonic()
 
-    def pause(self, slot: str, seconds: float) -> None:
+    def pause(self, slot: str, seconds: float, meanwhile: Callable[[], object] | None = None) -> None:
         """SIGSTOP for ``seconds`` then SIGCONT (CPU throttling, a long GC pause): the input piles
-        up, and the consumer then works through full batches back to back."""
+        up, and the consumer then works through full batches back to back. ``meanwhile`` runs
+        right after the SIGSTOP."""
         self.check()
         if slot not in self.slots:
             return
         proc = self.slots[slot].process.proc
         assert proc is not None
+        started = time.monotonic()
         proc.send_signal(signal.SIGSTOP)
         try:
-            time.sleep(seconds)
+            if meanwhile is not None:
+                meanwhile()
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         finally:
             proc.send_signal(signal.SIGCONT)
 

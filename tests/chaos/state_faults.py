@@ -159,7 +159,13 @@ def _expect_restore(run: Run, timeout_s: float = 90.0, required: bool = False) -
 
 def zombie(run: Run) -> None:
     """A consumer frozen past its session timeout while another takes its partitions over, then
-    resumed with a batch in hand: its Redis writes are refused (fenced) and its transaction too."""
+    resumed with a batch in hand: its Redis writes are refused (fenced) and its transaction too.
+
+    At 400 records/s a consumer waits in poll most of the time, and a freeze landing there ends
+    in "partitions lost" before any write. So Redis is frozen first for half a second: every
+    instance is then inside a Redis call with its batch, and the zombie is frozen there. Redis
+    answers the queued call once thawed; a zombie frozen waiting on a read (not on its write's
+    reply) sends its write after the takeover, and that write is refused."""
     run.fleet.start("c1")
     run.fleet.start("c2")
     run.begin_feeding()
@@ -168,8 +174,10 @@ def zombie(run: Run) -> None:
         run.wait_working()
         frozen = run.rng.uniform(10.0, 14.0)  # the session timeout is 6 s
         slot = run.rng.choice(["c1", "c2"])
-        run.fleet.pause(slot, frozen)
-        run.fault(f"{slot} frozen {frozen:.0f}s (past its session), then resumed")
+        run.services.run("redis-freeze")
+        run.sleep(0.5)
+        run.fleet.pause(slot, frozen, meanwhile=lambda: run.services.run("redis-thaw"))
+        run.fault(f"{slot} frozen {frozen:.0f}s (past its session) inside a Redis call, then resumed")
         run.sleep(run.rng.uniform(2.0, 4.0))
     run.wait_ready(["c1", "c2"], 90, "the freezes")
     fenced = sum(
