@@ -34,6 +34,7 @@ COMPILED = [
     "consumer/processing/tally.py",
     "consumer/avro/attributed_writer.py",
     "consumer/avro/outputs.py",
+    "consumer/processing/records.py",
     "consumer/processing/batch.py",
 ]
 

@@ -31,6 +31,7 @@ from consumer.config import Settings
 from consumer.model import SourceRecord
 from consumer.processing.batch import BatchProcessor
 from consumer.rules.attribute import Windows
+from consumer.state.connection import connect
 from consumer.state.memory import InMemoryStore
 from consumer.state.redis_store import RedisStore
 from consumer.state.store import StateStore
@@ -58,7 +59,7 @@ def _store(kind: str, services: LocalServices) -> tuple[StateStore, Any]:
     if kind == "memory":
         return InMemoryStore(), None
     prefix = f"bp{time.time_ns() % 10**8}"
-    store = RedisStore.from_url(services.redis_url, prefix, journal_ttl_ms=86_400_000, group="bench")
+    store = RedisStore(connect(services.redis_url), prefix, journal_ttl_ms=86_400_000, group="bench")
     return store, prefix
 
 

@@ -35,6 +35,7 @@ from consumer.processing.runner import Runner
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.rules.attribute import Windows
 from consumer.state.changelog import ChangelogReader
+from consumer.state.connection import connect
 from consumer.state.customer import PartitionKey
 from consumer.state.recovery import Recovery
 from consumer.state.redis_store import RedisStore
@@ -168,13 +169,11 @@ def build_runner(config: Config, health: Health | None = None) -> Runner:
         dedupe_ttl_ms=int(s.dedupe_ttl_seconds * 1000),
     )
     # The journal must outlive any replay of an uncommitted batch; deleted after commit anyway.
-    store = RedisStore.from_url(
-        s.redis_url,
+    store = RedisStore(
+        connect(s.redis_url, s.redis_sentinels, s.redis_sentinel_master),
         s.redis_prefix,
         journal_ttl_ms=max(windows.pending_ttl_ms, 86_400_000),
         group=s.consumer_group,
-        sentinels=s.redis_sentinels,
-        sentinel_master=s.redis_sentinel_master,
         min_replicas=s.min_replicas,
         replica_timeout_ms=s.redis_replica_timeout_ms,
     )

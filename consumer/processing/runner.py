@@ -27,13 +27,9 @@ from consumer.delivery.protocol import Delivery
 from consumer.health import Health
 from consumer.logs import fields
 from consumer.model import SourceRecord
-from consumer.processing.batch import (
-    AlreadyCommitted,
-    BatchProcessor,
-    Started,
-    source_records,
-)
+from consumer.processing.batch import AlreadyCommitted, BatchProcessor, Started
 from consumer.processing.progress import EndOffsets, PartitionProgress
+from consumer.processing.records import source_records
 from consumer.processing.retry import Recovering, Retrying, Written
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.processing.timers import Timers

@@ -11,7 +11,6 @@ from typing import Any
 import redis
 
 from consumer.state.command import apply_command, wake_numbers
-from consumer.state.connection import connect
 from consumer.state.customer import PartitionKey, Write
 from consumer.state.keys import erasures_key, floor_member, legacy_member_cid, quarantine_key, state_key
 from consumer.state.scripts import Script, applied_or_refused, script_text
@@ -56,21 +55,6 @@ class RedisStore:
         self.marks_key = f"{prefix}:marks:{group}"
         self.progress_key = f"{prefix}:progress:{group}"
         self.owners_key = f"{prefix}:owners:{group}"
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        prefix: str,
-        journal_ttl_ms: int,
-        group: str,
-        sentinels: str | None = None,
-        sentinel_master: str | None = None,
-        min_replicas: int = 0,
-        replica_timeout_ms: int = 2_000,
-    ) -> RedisStore:
-        client = connect(url, sentinels, sentinel_master)
-        return cls(client, prefix, journal_ttl_ms, group, min_replicas, replica_timeout_ms)
 
     def state_key(self, cid: str) -> str:
         return state_key(self._prefix, cid)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import sys
 
 from consumer.config import Config
+from consumer.state.connection import connect
 from consumer.state.redis_store import RedisStore
 
 
 def clear_offset_floor(config: Config, dry_run: bool) -> int:
     s = config.settings
-    store = RedisStore.from_url(s.redis_url, s.redis_prefix, journal_ttl_ms=0, group=s.consumer_group)
+    # Through Sentinel too, as the consumers: LEADS_REDIS_URL alone may name a replica by then.
+    client = connect(s.redis_url, s.redis_sentinels, s.redis_sentinel_master)
+    store = RedisStore(client, s.redis_prefix, journal_ttl_ms=0, group=s.consumer_group)
     floor = store.committed_floor()
     shown = ", ".join(f"{member}={offset}" for member, offset in sorted(floor.items())) or "none"
     print(f"committed-offset floor of group {s.consumer_group}: {shown}", file=sys.stderr)

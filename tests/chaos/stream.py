@@ -31,7 +31,7 @@ from typing import Any
 
 from consumer.avro.codec import Codec
 from consumer.model import Invalid, LeadEvent, SourceRecord, lead_id
-from consumer.processing.batch import parse
+from consumer.processing.records import parse
 
 # Fields compared between an expected and a published attributed lead (attributedAt is processing time).
 COMPARED = (

@@ -22,7 +22,7 @@ from consumer.avro.codec import Codec
 from consumer.avro.schemas import decode, load_schema, schema_text
 from consumer.avro.varint import uvarint, zigzag
 from consumer.model import Invalid, SourceRecord
-from consumer.processing.batch import parse
+from consumer.processing.records import parse
 from harness.kafka import BOOTSTRAP, Topics, admin, lead, produce, read_topic, security
 from tests.integration.conftest import OPERATOR_ENV, StartConsumer
 from tests.support.cli import leadattr

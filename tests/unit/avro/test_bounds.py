@@ -19,7 +19,7 @@ from consumer.avro.registry import SchemaRegistry
 from consumer.avro.schemas import load_schema, schema_text
 from consumer.avro.varint import uvarint, zigzag
 from consumer.model import Invalid, SourceRecord
-from consumer.processing.batch import parse
+from consumer.processing.records import parse
 from consumer.reasons import DeadLetterReason
 from harness.kafka import lead
 from tests.support.standin_registry import StandinRegistry

@@ -13,7 +13,7 @@ from consumer.avro.codec import Codec
 from consumer.avro.lead_reader import LAYOUT, Unusual, read_lead_event
 from consumer.avro.schemas import decode, encode, has_layout, load_schema, schema_text
 from consumer.model import SourceRecord
-from consumer.processing.batch import parse
+from consumer.processing.records import parse
 from consumer.rules.validate import validate
 
 SCHEMA = load_schema("lead_event")

@@ -25,7 +25,8 @@ from consumer.avro.schemas import schema_text
 from consumer.avro.varint import uvarint, zigzag
 from consumer.config import Settings
 from consumer.model import Decision, Invalid, SourceRecord
-from consumer.processing.batch import BatchProcessor, parse
+from consumer.processing.batch import BatchProcessor
+from consumer.processing.records import parse
 from consumer.rules.attribute import Windows
 from consumer.state.codec import CorruptState, decode_state, encode_state
 from consumer.state.customer import CustomerState, HeldVerification, PendingLead

@@ -10,7 +10,7 @@ import pytest
 
 from consumer.avro.codec import Codec
 from consumer.model import Invalid, LeadEvent, SourceRecord
-from consumer.processing.batch import parse
+from consumer.processing.records import parse
 from consumer.reasons import DeadLetterReason
 from consumer.rules.validate import iso_timestamp, parse_timestamp, validate
 
