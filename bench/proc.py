@@ -3,7 +3,6 @@ broker's and Redis's CPU."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import urllib.error
@@ -32,6 +31,9 @@ class Sample:
     consumed: float  # leads_events_consumed_total, summed over the consumers
     rss_mb: list[float]  # per consumer
     cpu_s: dict[str, float]  # cumulative CPU seconds: "consumer" (sum), "kafka", "redis"
+    # Every consumer answered /metrics for this sample. Otherwise ``consumed`` holds an older
+    # count of the one that did not (starting up, or its HTTP thread starved on a busy machine).
+    answered: bool = True
 
 
 @dataclass
@@ -67,12 +69,15 @@ class Sampler:
 
     def sample(self) -> Sample:
         consumed = 0.0
+        answered = True
         rss: list[float] = []
         cpu: dict[str, float] = {"consumer": 0.0}
         for i, consumer in enumerate(self.consumers):
             # Not serving yet (starting) or already gone: keep the last values.
-            with contextlib.suppress(OSError, urllib.error.URLError):
+            try:
                 self.last_metrics[i] = consumer.metrics()
+            except (OSError, urllib.error.URLError):
+                answered = False
             consumed += self.last_metrics[i].get("leads_events_consumed_total", 0.0)
             try:
                 ps = self._handle(consumer)
@@ -89,7 +94,7 @@ class Sampler:
                 cpu[name] = times.user + times.system
             except psutil.Error:
                 continue
-        sample = Sample(self.elapsed(), consumed, rss, cpu)
+        sample = Sample(self.elapsed(), consumed, rss, cpu, answered)
         self.samples.append(sample)
         return sample
 
