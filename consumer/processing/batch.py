@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from consumer import metrics
 from consumer.avro.codec import Codec
 from consumer.avro.outputs import Output, OutputCodecs
 from consumer.model import Decision, Invalid, LeadEvent, SourceRecord
@@ -51,6 +52,9 @@ STATE_LIMIT_DETAIL: Final = (
 # Compare-and-set conflicts need another instance writing the same customer in the same
 # milliseconds; a handful of retries is plenty, and more would hide a bug.
 MAX_CONFLICT_RETRIES: Final = 20
+JOURNAL_DETAIL: Final = (
+    "the journal entry of this record's earlier decision could not be read ({}); not decided again"
+)
 
 
 class ConflictError(Exception):
@@ -279,7 +283,7 @@ class BatchProcessor:
             entry = reading.journal.get((source.topic, source.partition, source.offset))
             if entry is not None:  # replay: decided before, re-emit the same
                 replayed = True
-                self._replay(i, entry, decisions, records)
+                self._replay(i, entry, decisions, records, now_ms)
                 continue
             event = parsed[i]
             assert isinstance(event, LeadEvent)
@@ -310,10 +314,21 @@ class BatchProcessor:
         return write
 
     def _replay(
-        self, i: int, entry: bytes, decisions: dict[int, Decision], records: dict[int, bytes]
+        self, i: int, entry: bytes, decisions: dict[int, Decision], records: dict[int, bytes], now_ms: int
     ) -> None:
-        """Record ``i`` was decided before (its journal ``entry``): the same decision and record bytes."""
-        decisions[i], record = decode_journal(entry, self._codecs.decode_attributed)
+        """Record ``i`` was decided before (its journal ``entry``): the same decision and record
+        bytes. An entry that cannot be read (Redis damaged, or edited by hand) dead-letters the
+        record as corrupt_state: deciding it again on the state it already changed could publish
+        it twice, and failing the batch would stop its partition for ever."""
+        try:
+            decisions[i], record = decode_journal(entry, self._codecs.decode_attributed)
+        except Exception as error:  # any damage to the entry is the same case
+            metrics.STATE_QUARANTINED.labels(stage="batch").inc()
+            detail = JOURNAL_DETAIL.format(type(error).__name__)
+            decisions[i] = Decision(
+                dead_letter=DeadLetterReason.CORRUPT_STATE, detail=detail, decided_at_ms=now_ms
+            )
+            return
         if record is not None:
             records[i] = record
 
@@ -336,7 +351,7 @@ class BatchProcessor:
             source = sources[i]
             entry = reading.journal.get((source.topic, source.partition, source.offset))
             if entry is not None:  # decided before the state went bad: re-emit the same
-                self._replay(i, entry, decisions, records)
+                self._replay(i, entry, decisions, records, now_ms)
                 continue
             decision = Decision(
                 dead_letter=DeadLetterReason.CORRUPT_STATE, detail=DETAIL.format(error), decided_at_ms=now_ms

@@ -12,6 +12,7 @@ from consumer.processing.batch import BatchProcessor
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.reasons import DeadLetterReason
 from consumer.rules.attribute import Windows
+from consumer.state.codec import frame_journal, unframe_journal
 from consumer.state.customer import CustomerState, PendingLead
 from consumer.state.memory import InMemoryStore
 from harness.kafka import lead
@@ -97,3 +98,33 @@ def test_the_sweeper_moves_an_unreadable_state_aside_and_sweeps_the_others() -> 
     assert store.quarantined == {"bad": [CORRUPT]} and "bad" not in store.states
     assert _quarantined("sweeper") == before + 1
     assert all(cid != "bad" for _, cid in store.wake_entries())
+
+
+def test_an_unreadable_journal_entry_dead_letters_its_record_and_the_batch_goes_on() -> None:
+    """A replay finds the journal entry of a decision it made before, but the entry is damaged:
+    that record is dead-lettered as corrupt_state (not decided again on the state it already
+    changed, and not an error that would fail the batch for ever); the others replay as before."""
+    store = InMemoryStore(clock=lambda: T0 / 1000)
+    sources = [_record(0, "c1", clickId="k1"), _record(1, "c2", clickId="k2")]
+    first = BatchProcessor(store, WINDOWS, CODEC, OutputCodecs(Settings())).process(sources)
+    assert [o.topic for o in first.outputs].count("leads.attributed") == 2
+    [(field_name, framed)] = store.journals[("leads.raw", 0)].items()
+    entries = list(unframe_journal(framed))
+    damaged = frame_journal(entries[0][0], b"\x07not a journal entry") + frame_journal(*entries[1])
+    store.journals[("leads.raw", 0)][field_name] = damaged
+    before = _quarantined("batch")
+
+    again = BatchProcessor(store, WINDOWS, CODEC, OutputCodecs(Settings())).process(sources)  # a replay
+    assert [getattr(d, "dead_letter", None) for d in again.decisions] == [
+        DeadLetterReason.CORRUPT_STATE,
+        None,
+    ]
+    assert [o.topic for o in again.outputs if o.topic != "leads.state-changelog"] == [
+        "leads.dead-letter",
+        "leads.attributed",
+    ]
+    replayed = [o for o in again.outputs if o.topic == "leads.attributed"]
+    assert replayed[0].value == next(o.value for o in first.outputs if o.key == b"c2")  # byte for byte
+    assert _quarantined("batch") == before + 1
+    detail = next(d for d in again.decisions if isinstance(d, Decision) and d.dead_letter).detail
+    assert "journal entry" in detail and "c1" not in detail
