@@ -38,19 +38,33 @@ def audit(states: Iterable[tuple[str, bytes | None]], entries: set[tuple[int, st
 
 
 class InterleavingStore(InMemoryStore):
-    """An InMemoryStore that runs a hook just before the next write: another instance at work."""
+    """An InMemoryStore that runs a hook just before the next write: another instance at work.
+    A batch's first write is send_write (consumer/processing/batch.py), its conflict retries and
+    the sweeper's writes are write: the hook runs before whichever comes first."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock)
         self.before_next_write: Callable[[], None] | None = None
 
-    def write(
-        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str] | None = None
-    ) -> list[bool]:
+    def _interleave(self) -> None:
         hook, self.before_next_write = self.before_next_write, None
         if hook is not None:
             hook()
+
+    def write(
+        self, writes: Sequence[Write], journal_fields: Mapping[PartitionKey, str] | None = None
+    ) -> list[bool]:
+        self._interleave()
         return super().write(writes, journal_fields)
+
+    def send_write(
+        self,
+        writes: Sequence[Write],
+        journal_fields: Mapping[PartitionKey, str],
+        progress: Mapping[PartitionKey, int] | None = None,
+    ) -> Callable[[], list[bool]]:
+        self._interleave()
+        return super().send_write(writes, journal_fields, progress)
 
 
 def wake_entries(client: Any, prefix: str) -> dict[int, list[str]]:

@@ -9,7 +9,7 @@ processed or what the processing instance's clock says.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +25,12 @@ from consumer.processing.batch import BatchProcessor
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.rules.attribute import Windows
 from consumer.state.codec import decode_state
-from consumer.state.customer import CustomerState, PartitionKey, Write
+from consumer.state.customer import CustomerState, PartitionKey
 from consumer.state.memory import InMemoryStore
-from consumer.state.transition import plan_write
 from harness.kafka import lead
+from tests.support.stores import InterleavingStore
 from tests.unit.processing.scenarios import ATTRIBUTED, decode_record
+from tests.unit.processing.test_sweeper import store_state
 
 T0 = 1_900_000_000_000
 TOPIC = "leads.raw"
@@ -160,44 +161,24 @@ def test_a_skewed_instance_clock_changes_no_decision(monkeypatch: pytest.MonkeyP
     assert [kind for kind, _ in expected] == ["attributed", "unlinked"]
 
 
-class _WrittenMeanwhile(InMemoryStore):
-    """Runs ``meanwhile`` just before the next batch's first write: another instance at work."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        super().__init__(clock)
-        self.meanwhile: Callable[[], None] | None = None
-
-    def send_write(
-        self,
-        writes: Sequence[Write],
-        journal_fields: Mapping[PartitionKey, str],
-        progress: Mapping[PartitionKey, int] | None = None,
-    ) -> Callable[[], list[bool]]:
-        hook, self.meanwhile = self.meanwhile, None
-        if hook is not None:
-            hook()
-        return super().send_write(writes, journal_fields, progress)
-
-
 def test_a_write_retried_after_a_conflict_is_decided_at_the_clock_of_its_own_read() -> None:
     """Another instance writes the customer between the batch's read and its write: the
     compare-and-set fails, and the customer is read and decided again at that read's time,
     not the first read's (a lead claimed meanwhile must be judged at the later time)."""
     clock = {"ms": T0}
-    store = _WrittenMeanwhile(lambda: clock["ms"] / 1000)
+    store = InterleavingStore(lambda: clock["ms"] / 1000)
     processor = BatchProcessor(store, WINDOWS, CODEC, CODECS)
     processor.process([SourceRecord(TOPIC, 0, 0, None, CODEC.encode(event1("c1")), T0)])
     clock["ms"] = T0 + 2_000
 
     def another_instance_writes() -> None:
-        blob = store.states["c1"]
-        state = decode_state(blob)
-        new = CustomerState(state.pending, state.held, {**state.done, "demo": T0 + 60_000})
-        write = plan_write("c1", blob, state, new, {})
-        assert write is not None and store.write([write]) == [True]
+        state = decode_state(store.states["c1"])
+        store_state(
+            store, "c1", CustomerState(state.pending, state.held, {**state.done, "demo": T0 + 60_000})
+        )
         clock["ms"] = T0 + 9_000
 
-    store.meanwhile = another_instance_writes
+    store.before_next_write = another_instance_writes
     result = processor.process([SourceRecord(TOPIC, 1, 0, None, CODEC.encode(event2("c1")), T0 + 1_000)])
     assert result.write_conflicts == 1
     [record] = [o for o in result.outputs if o.topic == CODECS.settings.attributed_topic]
