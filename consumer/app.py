@@ -35,7 +35,7 @@ from consumer.processing.runner import Runner
 from consumer.processing.sweeper import ExpirySweeper
 from consumer.rules.attribute import Windows
 from consumer.state.changelog import ChangelogReader
-from consumer.state.connection import connect
+from consumer.state.connection import redis_of
 from consumer.state.customer import PartitionKey
 from consumer.state.recovery import Recovery
 from consumer.state.redis_store import RedisStore
@@ -170,7 +170,7 @@ def build_runner(config: Config, health: Health | None = None) -> Runner:
     )
     # The journal must outlive any replay of an uncommitted batch; deleted after commit anyway.
     store = RedisStore(
-        connect(s.redis_url, s.redis_sentinels, s.redis_sentinel_master),
+        redis_of(s),
         s.redis_prefix,
         journal_ttl_ms=max(windows.pending_ttl_ms, 86_400_000),
         group=s.consumer_group,

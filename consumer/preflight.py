@@ -26,7 +26,7 @@ from confluent_kafka.admin._metadata import ClusterMetadata
 from consumer.avro.outputs import DEAD_LETTER_ENVELOPE_BYTES
 from consumer.avro.registry import RegistryRefused, RegistryUnavailable, registry_of
 from consumer.config import Config
-from consumer.state.connection import connect
+from consumer.state.connection import redis_of
 from consumer.tools.topics import replication_factor
 
 CHECK_TIMEOUT_S = 8.0  # each dependency answers, or fails, within this long
@@ -162,7 +162,7 @@ def check_redis(config: Config) -> None:
     where = _redis_where(s.redis_url, s.redis_sentinels)
     probe = f"{s.redis_prefix}:preflight"
     try:
-        client = connect(s.redis_url, s.redis_sentinels, s.redis_sentinel_master)
+        client = redis_of(s)
     except (TypeError, ValueError) as error:  # redis-py's URL parsing: options the scheme does not take
         raise StartupFailure(
             f"{where}: LEADS_REDIS_URL refused by the client: {_first_line(error)}"

@@ -3,11 +3,14 @@ failovers (consumer/state/redis_store.py and the start-up checks use it)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.connection import SSLConnection, parse_url
 from redis.sentinel import Sentinel
+
+if TYPE_CHECKING:
+    from consumer.config import Settings
 
 # Short timeouts: an unreachable Redis must surface as an error the run loop can back off on, not as
 # a consumer hung past max.poll.interval.ms.
@@ -41,3 +44,9 @@ def connect(url: str, sentinels: str | None = None, master: str | None = None) -
         master or "", ssl=tls, health_check_interval=30, **_TIMEOUTS, **options
     )
     return client
+
+
+def redis_of(s: Settings) -> redis.Redis:
+    """The client every process of the service uses: through Sentinel when it is configured (a
+    command that took LEADS_REDIS_URL alone could talk to a replica after a failover)."""
+    return connect(s.redis_url, s.redis_sentinels, s.redis_sentinel_master)

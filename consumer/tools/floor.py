@@ -7,14 +7,13 @@ from __future__ import annotations
 import sys
 
 from consumer.config import Config
-from consumer.state.connection import connect
+from consumer.state.connection import redis_of
 from consumer.state.redis_store import RedisStore
 
 
 def clear_offset_floor(config: Config, dry_run: bool) -> int:
     s = config.settings
-    # Through Sentinel too, as the consumers: LEADS_REDIS_URL alone may name a replica by then.
-    client = connect(s.redis_url, s.redis_sentinels, s.redis_sentinel_master)
+    client = redis_of(s)
     store = RedisStore(client, s.redis_prefix, journal_ttl_ms=0, group=s.consumer_group)
     floor = store.committed_floor()
     shown = ", ".join(f"{member}={offset}" for member, offset in sorted(floor.items())) or "none"

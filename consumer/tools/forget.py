@@ -43,7 +43,7 @@ from consumer.config import Config
 from consumer.rules.validate import MAX_CID
 from consumer.state.changelog import ChangelogReader
 from consumer.state.codec import CorruptState, decode_state
-from consumer.state.connection import connect
+from consumer.state.connection import redis_of
 from consumer.state.customer import EMPTY, Write
 from consumer.state.keys import erasures_key, quarantine_key
 from consumer.state.redis_store import RedisStore
@@ -159,7 +159,7 @@ def _publish(config: Config, store: RedisStore, cid: str, record: dict[str, Any]
 def forget(config: Config, cid: str, request_id: str | None = None) -> Forgotten:
     s = config.settings
     store = RedisStore(
-        connect(s.redis_url, s.redis_sentinels, s.redis_sentinel_master),
+        redis_of(s),
         s.redis_prefix,
         journal_ttl_ms=0,
         group=s.consumer_group,

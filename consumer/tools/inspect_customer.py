@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from consumer.config import Settings
 from consumer.state.codec import CorruptState, decode_state
-from consumer.state.connection import connect
+from consumer.state.connection import redis_of
 from consumer.state.customer import EMPTY
 from consumer.state.keys import quarantine_key, state_key
 
@@ -36,7 +36,7 @@ def _mask(value: Any, show: bool) -> Any:
 
 
 def describe(s: Settings, cid: str, show_pii: bool = False) -> dict[str, Any] | None:
-    client = connect(s.redis_url, s.redis_sentinels, s.redis_sentinel_master)
+    client = redis_of(s)
     try:
         key = state_key(s.redis_prefix, cid)
         blob = client.get(key)

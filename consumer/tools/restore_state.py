@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from consumer.app import cluster_config, topic_id_of
 from consumer.config import Config
 from consumer.state.changelog import ChangelogReader
-from consumer.state.connection import connect
+from consumer.state.connection import redis_of
 from consumer.state.customer import PartitionKey
 from consumer.state.recovery import RestoreRefused, restore, set_progress
 from consumer.state.redis_store import RedisStore
@@ -45,7 +45,7 @@ def committed_offsets(config: Config) -> dict[PartitionKey, int]:
 
 def restore_state(config: Config, from_redis: bool) -> int:
     s = config.settings
-    client = connect(s.redis_url, s.redis_sentinels, s.redis_sentinel_master)
+    client = redis_of(s)
     store = RedisStore(client, s.redis_prefix, 0, s.consumer_group)
     store.identify_topic(s.input_topic, topic_id_of(config)(s.input_topic))
     if from_redis:
